@@ -1,0 +1,13 @@
+//! nodesleuth: a Prometheus exporter for the Kubernetes node failures operators diagnose by hand.
+
+pub mod cli;
+pub mod collectors;
+pub mod logging;
+pub mod metrics;
+pub mod netns;
+pub mod pods;
+pub mod procfs;
+pub mod registry;
+pub mod server;
+pub mod sock_diag;
+pub mod webconfig;

@@ -1,0 +1,90 @@
+//! The `nodesleuth` binary: the exporter by default, `nodesleuth relay` for the alert relay.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches};
+
+use nodesleuth::cli::{self, Cli};
+use nodesleuth::collectors::tcp::{TcpCollector, TcpConfig};
+use nodesleuth::pods::PodResolver;
+use nodesleuth::registry::{Collector, HostPaths, Registry};
+use nodesleuth::server::{self, ServerConfig};
+use nodesleuth::webconfig::WebConfig;
+
+fn main() -> std::process::ExitCode {
+    let matches = cli::augment(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = nodesleuth::logging::init(&cli.log.level, &cli.log.format) {
+        eprintln!("nodesleuth: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(32)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => run_exporter(cli.exporter, cli::enabled_collectors(&matches)).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_exporter(args: cli::ExporterArgs, enabled: Vec<&'static str>) -> anyhow::Result<()> {
+    let listen = cli::listen_addr(&args.listen_address).map_err(anyhow::Error::msg)?;
+    let web = match &args.web_config_file {
+        Some(p) => WebConfig::load(p).with_context(|| "--web.config.file")?,
+        None => WebConfig::default(),
+    };
+    let host = HostPaths {
+        procfs: args.procfs.clone(),
+        rootfs: args.rootfs.clone(),
+        pod_logs: args.pod_logs.clone(),
+        container_logs: args.container_logs.clone(),
+    };
+    let pods = Arc::new(PodResolver::new(host.pod_logs.clone(), host.container_logs.clone()));
+    let mut collectors: Vec<Arc<dyn Collector>> = Vec::new();
+    for name in &enabled {
+        match *name {
+            "tcp" => collectors.push(TcpCollector::new(
+                TcpConfig {
+                    source: args.tcp_source,
+                    close_wait_top_n: args.tcp_close_wait_top_n,
+                    listen_ports_max: args.tcp_listen_ports_max,
+                    exact_dump: args.tcp_exact_counts,
+                },
+                pods.clone(),
+            )),
+            other => anyhow::bail!("collector {other} is listed but not built"),
+        }
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), collectors = enabled.join(","), procfs = %host.procfs.display(), "starting nodesleuth");
+    let cfg = ServerConfig {
+        listen,
+        telemetry_path: args.telemetry_path.clone(),
+        max_requests: args.max_requests,
+        collector_timeout: args.collector_timeout,
+        web,
+    };
+    let app = server::router(Registry::new(host, collectors), &cfg);
+    server::serve(app, &cfg).await
+}

@@ -1,0 +1,205 @@
+//! The collector trait and the registry that runs collectors for a scrape.
+//!
+//! Every collector runs on a blocking thread of its own with a deadline. One that errors, panics or overruns never
+//! fails the scrape or the others: it is reported through `nodesleuth_scrape_collector_success` and
+//! `nodesleuth_scrape_collector_duration_seconds`, and logged once per change of its error (not once per scrape).
+//! A collector never runs twice at once: a second scrape waits for the first (up to its own deadline), so a hung
+//! collector costs one stuck thread, not one per scrape.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus::proto::MetricFamily;
+
+use crate::metrics::Sink;
+use crate::procfs::{ProcFs, ProcessTable};
+
+/// A data source. Implementations read through [`ScrapeContext`] (never a hard-coded path) so that the same code
+/// runs on the live host and on a fixture tree.
+pub trait Collector: Send + Sync + 'static {
+    /// The name used in `--collector.<name>` and in the `collector` label.
+    fn name(&self) -> &'static str;
+    /// Collects one scrape. Partial problems go to [`Sink::problem`]; an `Err` means nothing useful was collected.
+    fn collect(&self, ctx: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CollectError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CollectError::Io { path: path.into(), source }
+    }
+}
+
+/// Where the host's files are. Shared, read-only.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    pub procfs: PathBuf,
+    pub rootfs: PathBuf,
+    pub pod_logs: PathBuf,
+    pub container_logs: PathBuf,
+}
+
+/// Per-scrape state shared by the collectors of one scrape, so that work several collectors need (the process
+/// table) is done once.
+pub struct ScrapeContext {
+    pub host: Arc<HostPaths>,
+    pub proc: ProcFs,
+    processes: OnceLock<Arc<ProcessTable>>,
+}
+
+impl ScrapeContext {
+    pub fn new(host: Arc<HostPaths>) -> Self {
+        let proc = ProcFs::new(host.procfs.clone());
+        ScrapeContext { host, proc, processes: OnceLock::new() }
+    }
+
+    /// Every process with its network namespace, read once per scrape.
+    pub fn processes(&self) -> Arc<ProcessTable> {
+        self.processes.get_or_init(|| Arc::new(self.proc.process_table())).clone()
+    }
+}
+
+struct Entry {
+    collector: Arc<dyn Collector>,
+    /// Held for the whole run of the collector, including on its blocking thread.
+    running: Arc<tokio::sync::Mutex<()>>,
+    last_error: Mutex<Option<String>>,
+}
+
+pub struct Registry {
+    entries: Vec<Entry>,
+    host: Arc<HostPaths>,
+}
+
+/// The outcome of one collector in one scrape.
+struct Outcome {
+    name: &'static str,
+    sink: Sink,
+    error: Option<String>,
+    seconds: f64,
+}
+
+impl Registry {
+    pub fn new(host: HostPaths, collectors: Vec<Arc<dyn Collector>>) -> Self {
+        let entries = collectors
+            .into_iter()
+            .map(|collector| Entry {
+                collector,
+                running: Arc::new(tokio::sync::Mutex::new(())),
+                last_error: Mutex::new(None),
+            })
+            .collect();
+        Registry { entries, host: Arc::new(host) }
+    }
+
+    pub fn collector_names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.collector.name()).collect()
+    }
+
+    /// Runs every collector and returns the merged families plus the registry's own series.
+    pub async fn scrape(&self, timeout: Duration) -> Vec<MetricFamily> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let ctx = Arc::new(ScrapeContext::new(self.host.clone()));
+        let runs: Vec<_> = self.entries.iter().map(|e| run_one(e, ctx.clone(), deadline)).collect();
+        let outcomes = futures_util::future::join_all(runs).await;
+
+        let mut merged = Sink::new();
+        for (entry, outcome) in self.entries.iter().zip(outcomes) {
+            let name = outcome.name;
+            let mut error = outcome.error;
+            if error.is_none() && !outcome.sink.problems().is_empty() {
+                let p = outcome.sink.problems();
+                let more = if p.len() > 1 { format!(" (and {} more problems)", p.len() - 1) } else { String::new() };
+                error = Some(format!("partial data: {}{more}", p[0]));
+            }
+            report(entry, name, error.as_deref());
+            merged.gauge(
+                "nodesleuth_scrape_collector_duration_seconds",
+                "Seconds a collector took in this scrape (up to the deadline when it overran).",
+                &[("collector", name)],
+                outcome.seconds,
+            );
+            merged.gauge(
+                "nodesleuth_scrape_collector_success",
+                "1 when a collector completed without error or partial data in this scrape, else 0.",
+                &[("collector", name)],
+                if error.is_none() { 1.0 } else { 0.0 },
+            );
+            let mut sink = outcome.sink;
+            sink.problems_clear();
+            merged.absorb(sink);
+        }
+        merged.gauge(
+            "nodesleuth_build_info",
+            "Build information of the running nodesleuth; the value is always 1.",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("NODESLEUTH_REVISION")),
+                ("rustc", env!("NODESLEUTH_RUSTC")),
+            ],
+            1.0,
+        );
+        merged.into_families()
+    }
+}
+
+async fn run_one(entry: &Entry, ctx: Arc<ScrapeContext>, deadline: tokio::time::Instant) -> Outcome {
+    let name = entry.collector.name();
+    let started = Instant::now();
+    let elapsed = || started.elapsed().as_secs_f64();
+    let guard = match tokio::time::timeout_at(deadline, entry.running.clone().lock_owned()).await {
+        Ok(g) => g,
+        Err(_) => {
+            return Outcome {
+                name,
+                sink: Sink::new(),
+                error: Some("previous collection still running past the deadline (hung?)".into()),
+                seconds: elapsed(),
+            };
+        }
+    };
+    let collector = entry.collector.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        let mut sink = Sink::new();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(&ctx, &mut sink)));
+        (result, sink)
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Err(_) => Outcome { name, sink: Sink::new(), error: Some("deadline exceeded".into()), seconds: elapsed() },
+        Ok(Err(join)) => {
+            Outcome { name, sink: Sink::new(), error: Some(format!("task failed: {join}")), seconds: elapsed() }
+        }
+        Ok(Ok((Err(panic), _))) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Outcome { name, sink: Sink::new(), error: Some(format!("panicked: {msg}")), seconds: elapsed() }
+        }
+        Ok(Ok((Ok(Err(e)), sink))) => Outcome { name, sink, error: Some(e.to_string()), seconds: elapsed() },
+        Ok(Ok((Ok(Ok(())), sink))) => Outcome { name, sink, error: None, seconds: elapsed() },
+    }
+}
+
+/// Logs a collector's failure once per distinct error, and its recovery once.
+fn report(entry: &Entry, name: &str, error: Option<&str>) {
+    let mut last = entry.last_error.lock().unwrap_or_else(|p| p.into_inner());
+    match (last.as_deref(), error) {
+        (None, None) => {}
+        (Some(_), None) => tracing::info!(collector = name, "collector recovered"),
+        (Some(prev), Some(now)) if prev == now => tracing::debug!(collector = name, error = now, "collector failed"),
+        (_, Some(now)) => tracing::warn!(collector = name, error = now, "collector failed"),
+    }
+    *last = error.map(str::to_string);
+}
