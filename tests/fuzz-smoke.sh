@@ -7,7 +7,8 @@
 # Works on stable Rust: targets are built with `--sanitizer none` (AddressSanitizer needs nightly's -Zsanitizer;
 # the parsers are safe Rust, so libFuzzer's coverage guidance plus Rust's own panics/overflow checks do the work).
 # Installs cargo-fuzz if it is missing. Fails on a crash, a timeout, a target missing from fuzz/Cargo.toml, or a
-# missing tool. Corpora grow in fuzz/corpus/<target> (git-ignored), seeded from fuzz/seeds/<target>; a crashing
+# missing tool. Corpora grow in fuzz/corpus/<target> (git-ignored), seeded from fuzz/seeds/<target>, with the
+# libFuzzer dictionary fuzz/dicts/<target>.dict or fuzz/dicts/<prefix>.dict (ipvs_conn -> ipvs.dict); a crashing
 # input is saved in fuzz/artifacts/<target>/ and its path printed.
 set -euo pipefail
 
@@ -58,11 +59,19 @@ for t in "${targets[@]}"; do
     corpora=("corpus/$t")
     mkdir -p "corpus/$t"
     [[ -d "seeds/$t" ]] && corpora+=("seeds/$t")
+    # A dictionary: dicts/<target>.dict, else dicts/<prefix>.dict for targets named <prefix>_<what>.
+    dict=()
+    for d in "dicts/$t.dict" "dicts/${t%%_*}.dict"; do
+        if [[ -f "$d" ]]; then
+            dict=("-dict=$d")
+            break
+        fi
+    done
     log="$(mktemp)"
     echo "fuzz-smoke: $t for ${seconds}s"
     # -timeout: one input taking over 10 s is a hang; -rss_limit_mb bounds memory on the shared 2-core machine.
     if cargo fuzz run --sanitizer none --target-dir "$target_dir" "$t" "${corpora[@]}" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
         runs="$(grep -m1 '^stat::number_of_executed_units' "$log" | awk '{print $2}')"
         cov="$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}')"
         echo "fuzz-smoke: $t ok: ${runs:-?} inputs, coverage ${cov:-?} edges, corpus $(ls "corpus/$t" | wc -l) files"
@@ -71,7 +80,7 @@ for t in "${targets[@]}"; do
         echo "fuzz-smoke: $t FAILED; last lines of its log:" >&2
         tail -n 40 "$log" >&2
         grep -Eo 'artifact_prefix=[^;]*; Test unit written to [^ ]+' "$log" >&2 || true
-        echo "fuzz-smoke: reproduce with: (cd fuzz && cargo fuzz run --sanitizer none $t fuzz/artifacts/$t/<file>)" >&2
+        echo "fuzz-smoke: reproduce with: (cd fuzz && cargo fuzz run --sanitizer none $t artifacts/$t/<file>)" >&2
         failed=$((failed + 1))
     fi
     rm -f "$log"

@@ -90,6 +90,15 @@ impl ProcFs {
         std::fs::read_to_string(path)
     }
 
+    /// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, it names one
+    /// process for its whole life, where a pid alone may be recycled.
+    pub fn start_time(&self, pid: u32) -> Option<u64> {
+        let stat = std::fs::read_to_string(self.pid_path(pid, "stat")).ok()?;
+        // The command name (field 2) may contain spaces and parentheses: fields are counted after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    }
+
     /// The process name (`comm`, at most 15 bytes), trimmed.
     pub fn comm(&self, pid: u32) -> Option<String> {
         let s = std::fs::read_to_string(self.pid_path(pid, "comm")).ok()?;
@@ -142,6 +151,15 @@ pub fn for_each_line(path: &Path, buf: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_of_this_process() {
+        let proc = ProcFs::new("/proc");
+        let me = std::process::id();
+        let t = proc.start_time(me).expect("own start time");
+        assert_eq!(proc.start_time(me), Some(t), "stable for the life of the process");
+        assert_eq!(proc.start_time(u32::MAX), None);
+    }
 
     #[test]
     fn parses_namespace_links() {

@@ -203,3 +203,97 @@ fn report(entry: &Entry, name: &str, error: Option<&str>) {
     }
     *last = error.map(str::to_string);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Good;
+    impl Collector for Good {
+        fn name(&self) -> &'static str {
+            "good"
+        }
+        fn collect(&self, _: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+            sink.gauge("test_good", "good", &[], 1.0);
+            Ok(())
+        }
+    }
+
+    struct Panics;
+    impl Collector for Panics {
+        fn name(&self) -> &'static str {
+            "panics"
+        }
+        fn collect(&self, _: &ScrapeContext, _: &mut Sink) -> Result<(), CollectError> {
+            panic!("boom")
+        }
+    }
+
+    /// Blocks until released, standing in for a collector stuck in a hung kernel or D-Bus call.
+    struct Hangs(Arc<(Mutex<bool>, std::sync::Condvar)>);
+    impl Collector for Hangs {
+        fn name(&self) -> &'static str {
+            "hangs"
+        }
+        fn collect(&self, _: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+            let (lock, cv) = &*self.0;
+            let mut released = lock.lock().unwrap();
+            while !*released {
+                released = cv.wait(released).unwrap();
+            }
+            sink.gauge("test_hangs", "late", &[], 1.0);
+            Ok(())
+        }
+    }
+
+    struct Partial;
+    impl Collector for Partial {
+        fn name(&self) -> &'static str {
+            "partial"
+        }
+        fn collect(&self, _: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+            sink.gauge("test_partial", "partial", &[], 2.0);
+            sink.problem("line 3 malformed");
+            Ok(())
+        }
+    }
+
+    fn text(families: &[MetricFamily]) -> String {
+        String::from_utf8(crate::metrics::encode_text(families)).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_collector_never_fails_the_others() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let host = HostPaths {
+            procfs: "/nonexistent".into(),
+            rootfs: "/".into(),
+            pod_logs: "/x".into(),
+            container_logs: "/x".into(),
+        };
+        let registry = Registry::new(
+            host,
+            vec![Arc::new(Good), Arc::new(Panics), Arc::new(Hangs(gate.clone())), Arc::new(Partial)],
+        );
+        let out = text(&registry.scrape(Duration::from_millis(300)).await);
+        assert!(out.contains("test_good 1"), "{out}");
+        assert!(out.contains("test_partial 2"), "partial data is kept: {out}");
+        assert!(!out.contains("test_hangs"), "{out}");
+        for (name, ok) in [("good", 1), ("panics", 0), ("hangs", 0), ("partial", 0)] {
+            assert!(
+                out.contains(&format!("nodesleuth_scrape_collector_success{{collector=\"{name}\"}} {ok}")),
+                "{name}: {out}"
+            );
+        }
+        // While the hung run is still stuck, the next scrape does not start a second copy of it.
+        let out = text(&registry.scrape(Duration::from_millis(100)).await);
+        assert!(out.contains("nodesleuth_scrape_collector_success{collector=\"hangs\"} 0"), "{out}");
+        assert!(out.contains("test_good 1"));
+        // Once released, the collector works again.
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let out = text(&registry.scrape(Duration::from_secs(30)).await);
+        assert!(out.contains("nodesleuth_scrape_collector_success{collector=\"hangs\"} 1"), "{out}");
+        assert!(out.contains("test_hangs 1"), "{out}");
+    }
+}

@@ -31,17 +31,30 @@ pub fn open_local() -> io::Result<OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
-/// Dumps TCP sockets of one family in the given states. `buf` is reused across calls (64 KiB).
+/// Dumps TCP sockets of both families in the given states: one walk of the kernel's socket hash where the kernel
+/// serves `TCPDIAG_GETSOCK` (all current kernels), else one `SOCK_DIAG_BY_FAMILY` dump per family. A kernel
+/// without IPv6 answers the IPv6 dump with ENOENT, which means "no IPv6 sockets".
 pub fn dump_tcp(
     sock: &OwnedFd,
-    family: u8,
     states: u32,
     buf: &mut Vec<u8>,
     mut f: impl FnMut(&DiagSocket),
 ) -> Result<(), DumpError> {
+    match request(sock, &inet_diag::tcp_dump_request_all_families(states, 1), buf, &mut f) {
+        Ok(()) => return Ok(()),
+        Err(DumpError::Kernel(e)) => tracing::debug!(error = %e, "TCPDIAG_GETSOCK refused; dumping per family"),
+        Err(e) => return Err(e),
+    }
+    request(sock, &inet_diag::tcp_dump_request(inet_diag::AF_INET, states, 2), buf, &mut f)?;
+    match request(sock, &inet_diag::tcp_dump_request(inet_diag::AF_INET6, states, 3), buf, &mut f) {
+        Err(DumpError::Kernel(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+fn request(sock: &OwnedFd, req: &[u8], buf: &mut Vec<u8>, f: &mut impl FnMut(&DiagSocket)) -> Result<(), DumpError> {
     let fd = sock.as_raw_fd();
     set_recv_timeout(fd, 5);
-    let req = inet_diag::tcp_dump_request(family, states, 1);
     // SAFETY: the kernel address (all zero) and request buffer are valid for the duration of the call.
     let sent = unsafe {
         let mut addr: libc::sockaddr_nl = std::mem::zeroed();

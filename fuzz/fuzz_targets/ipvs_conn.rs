@@ -43,8 +43,8 @@ fn check_row(c: &Connection<'_>) {
     let text = c.to_string();
     assert_eq!(text.matches('\n').count(), 1);
     assert!(text.ends_with('\n'));
-    let again = Connection::from_row(text.as_bytes())
-        .unwrap_or_else(|e| panic!("rendered row {text:?} does not parse: {e}"));
+    let again =
+        Connection::from_row(text.as_bytes()).unwrap_or_else(|e| panic!("rendered row {text:?} does not parse: {e}"));
     // A clamped Expires renders as 0, which is not clamped when read back.
     assert_eq!(again, Connection { expires_clamped: false, ..*c }, "{text:?}");
 }

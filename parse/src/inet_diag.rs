@@ -12,6 +12,9 @@ use crate::tcp_state::TcpState;
 
 pub const NETLINK_SOCK_DIAG: i32 = 4;
 pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The original `inet_diag` request type for TCP (`struct inet_diag_req`). The kernel serves it with the address
+/// family unset, so one dump walks the socket hash once for IPv4 and IPv6 together instead of once per family.
+pub const TCPDIAG_GETSOCK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -34,6 +37,19 @@ pub fn tcp_dump_request(family: u8, states: u32, seq: u32) -> [u8; 72] {
     req[17] = IPPROTO_TCP;
     req[18] = 0; // idiag_ext: no extensions, the smallest reply per socket.
     req[20..24].copy_from_slice(&states.to_ne_bytes());
+    req
+}
+
+/// Encodes a TCP dump request of both address families in one walk (`TCPDIAG_GETSOCK`, `struct inet_diag_req`:
+/// family, src_len, dst_len, ext, sockid (48 bytes), states, dbs).
+pub fn tcp_dump_request_all_families(states: u32, seq: u32) -> [u8; 76] {
+    let mut req = [0u8; 76];
+    req[0..4].copy_from_slice(&76u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    req[16] = AF_INET; // ignored by the kernel for dumps (it sets AF_UNSPEC), kept valid for old kernels
+    req[68..72].copy_from_slice(&states.to_ne_bytes());
     req
 }
 
@@ -131,9 +147,14 @@ fn decode_one(rest: &[u8], offset: usize) -> Result<(DiagMessage, usize), DiagEr
         NLMSG_DONE => DiagMessage::Done,
         NLMSG_ERROR => {
             let errno = body.get(0..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
-            if errno == 0 { DiagMessage::Other(kind) } else { DiagMessage::Error(-errno) }
+            // The kernel sends a negative errno; a hostile or corrupt buffer may hold i32::MIN, which has no negation.
+            if errno == 0 {
+                DiagMessage::Other(kind)
+            } else {
+                DiagMessage::Error(errno.checked_neg().unwrap_or(i32::MAX))
+            }
         }
-        SOCK_DIAG_BY_FAMILY => DiagMessage::Socket(decode_socket(body, offset)?),
+        SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => DiagMessage::Socket(decode_socket(body, offset)?),
         other => DiagMessage::Other(other),
     };
     Ok((msg, len))
@@ -216,6 +237,15 @@ mod tests {
     }
 
     #[test]
+    fn compat_request_layout() {
+        let r = tcp_dump_request_all_families(states_mask(&[TcpState::CloseWait]), 9);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 76);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), TCPDIAG_GETSOCK);
+        assert_eq!(u32::from_ne_bytes(r[68..72].try_into().unwrap()), 1 << 8);
+        assert_eq!(u32::from_ne_bytes(r[72..76].try_into().unwrap()), 0, "idiag_dbs");
+    }
+
+    #[test]
     fn decodes_listener_and_done() {
         let mut buf = socket_msg(AF_INET, 10, 8080, 3, 128, 4242);
         buf.extend(socket_msg(AF_INET, 8, 8080, 0, 0, 4243));
@@ -237,6 +267,9 @@ mod tests {
         err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         err[16..20].copy_from_slice(&(-1i32).to_ne_bytes());
         assert_eq!(messages(&err).next(), Some(Ok(DiagMessage::Error(1))));
+        // Found by the inet_diag fuzz target: an errno of i32::MIN must not overflow.
+        err[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        assert_eq!(messages(&err).next(), Some(Ok(DiagMessage::Error(i32::MAX))));
 
         let mut bad = socket_msg(AF_INET, 10, 1, 0, 0, 1);
         bad[0..4].copy_from_slice(&9999u32.to_ne_bytes());

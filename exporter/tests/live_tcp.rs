@@ -1,0 +1,149 @@
+//! Real-kernel tests of the TCP collector: real sockets in the host namespace and in network namespaces the tests
+//! create, with known counts and owners. Run as root (tests/run-all.sh does).
+
+mod util;
+
+use std::process::Command;
+use std::time::Duration;
+
+use util::{Exporter, Holder, NetNs, require_root, sample, samples};
+
+const HOLDER: &str = include_str!("holder.py");
+
+fn holder(
+    cmd: Command,
+    comm: &str,
+    close_wait: u32,
+    established: u32,
+    time_wait: u32,
+    backlog: u32,
+    queued: u32,
+) -> Holder {
+    let args = [
+        comm.to_string(),
+        close_wait.to_string(),
+        established.to_string(),
+        time_wait.to_string(),
+        backlog.to_string(),
+        queued.to_string(),
+    ];
+    Holder::spawn(cmd, HOLDER, &args)
+}
+
+fn port(ready: &str, key: &str) -> String {
+    let at = ready.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} in {ready}")) + key.len() + 4;
+    ready[at..].chars().take_while(char::is_ascii_digit).collect()
+}
+
+#[test]
+fn close_wait_in_host_namespace_is_attributed_to_its_process() {
+    require_root();
+    let h = holder(Command::new("python3"), "cw-host", 5, 0, 0, 16, 0);
+    let cw_port = port(&h.ready, "cw_port");
+    for source in ["netlink", "procfs"] {
+        let e = Exporter::start(&[&format!("--collector.tcp.source={source}")]);
+        let m = e.scrape();
+        assert_eq!(
+            sample(
+                &m,
+                "nodesleuth_tcp_close_wait_sockets",
+                &[("netns", "host"), ("process", "cw-host"), ("local_port", &cw_port)]
+            ),
+            Some(5.0),
+            "{source}: CLOSE_WAIT owner\n{m}"
+        );
+        assert_eq!(
+            sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "tcp")]),
+            Some(1.0),
+            "{}",
+            e.log()
+        );
+    }
+}
+
+#[test]
+fn namespace_sockets_queue_and_owner_are_exact() {
+    require_root();
+    let ns = NetNs::new("exact");
+    let h = holder(ns.command("python3"), "cw-netns", 7, 3, 2, 4, 6);
+    let (cw_port, q_port) = (port(&h.ready, "cw_port"), port(&h.ready, "queue_port"));
+    let e = Exporter::start(&["--collector.tcp.source=netlink"]);
+    let m = e.scrape();
+    let in_ns = |state: &str| sample(&m, "nodesleuth_tcp_sockets", &[("netns", &ns.name), ("state", state)]);
+    assert_eq!(in_ns("close_wait"), Some(7.0), "{m}");
+    // 3 pairs plus the 5 handshakes completed into the full accept queue (both ends of each).
+    assert_eq!(in_ns("established"), Some(3.0 * 2.0 + 5.0 * 2.0), "{m}");
+    assert_eq!(in_ns("time_wait"), Some(2.0), "{m}");
+    // Four listeners: close-wait, established, time-wait and queue test listeners.
+    assert_eq!(in_ns("listen"), Some(4.0), "{m}");
+    // The sixth connect finds the queue full: its SYN is dropped, the client waits in SYN_SENT.
+    assert_eq!(in_ns("syn_sent"), Some(1.0), "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            "nodesleuth_tcp_close_wait_sockets",
+            &[("netns", &ns.name), ("process", "cw-netns"), ("local_port", &cw_port)]
+        ),
+        Some(7.0)
+    );
+    // listen(4) accepts backlog + 1 connections before it is full.
+    let q = [("netns", ns.name.as_str()), ("local_port", q_port.as_str())];
+    assert_eq!(sample(&m, "nodesleuth_tcp_listen_queue_length", &q), Some(5.0), "{m}");
+    assert_eq!(sample(&m, "nodesleuth_tcp_listen_queue_limit", &q), Some(4.0), "{m}");
+    assert_eq!(sample(&m, "nodesleuth_tcp_scan_source", &[("netns", &ns.name), ("source", "netlink")]), Some(1.0));
+}
+
+#[test]
+fn netlink_and_procfs_paths_agree_on_the_same_sockets() {
+    require_root();
+    let ns = NetNs::new("agree");
+    let _h = holder(ns.command("python3"), "agree", 9, 4, 3, 2, 5);
+    let netlink = Exporter::start(&["--collector.tcp.source=netlink"]);
+    let exact = Exporter::start(&["--collector.tcp.source=netlink", "--collector.tcp.exact-counts"]);
+    let procfs = Exporter::start(&["--collector.tcp.source=procfs"]);
+    let by_state = |m: &str| {
+        let mut v: Vec<(String, f64)> = samples(m, "nodesleuth_tcp_sockets", &[("netns", &ns.name)]);
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (a, b, c) = (by_state(&netlink.scrape()), by_state(&exact.scrape()), by_state(&procfs.scrape()));
+    assert_eq!(a.len(), 11, "all eleven states: {a:?}");
+    assert!(a.iter().any(|(_, v)| *v > 0.0));
+    assert_eq!(a, c, "netlink with counters vs procfs text");
+    assert_eq!(b, c, "netlink full dump vs procfs text");
+    let queue = |e: &Exporter| samples(&e.scrape(), "nodesleuth_tcp_listen_queue_length", &[("netns", &ns.name)]);
+    assert_eq!(queue(&netlink), queue(&procfs));
+}
+
+#[test]
+fn vanishing_processes_and_namespaces_never_break_a_scrape() {
+    require_root();
+    let e = Exporter::start(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Churn: short-lived processes in short-lived namespaces, created and destroyed while scrapes run.
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("unshare").args(["--net", "sh", "-c", "sleep 0.05"]).status();
+                let _ = Command::new("true").status();
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..25 {
+        let m = e.scrape();
+        assert_eq!(
+            sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "tcp")]),
+            Some(1.0),
+            "log:\n{}",
+            e.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(churn.join().unwrap() > 0, "the churn thread ran");
+    assert!(!e.log().contains("panic"), "{}", e.log());
+}

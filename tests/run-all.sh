@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test of nodesleuth, as CI does, on a fresh Debian 12 machine. Run as root from anywhere:
+#
+#   tests/run-all.sh
+#
+# It installs what the tests need (Debian packages via apt-get; cargo-fuzz via cargo), then runs: formatting and
+# lint checks, every unit and end-to-end test of the workspace (fixture trees with golden files, real sockets in
+# real network namespaces, the real Alertmanager against fake robots), and a bounded fuzz run of every parser.
+# Nothing is skipped when a tool is missing: a missing tool is a failure.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { echo "run-all: FAILED: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root: the tests create network namespaces and install Debian packages"
+command -v cargo >/dev/null || die "cargo is not installed (Rust toolchain required)"
+
+# Debian packages: promtool (prometheus), the benchmark peers, Alertmanager for the relay tests, iproute2 for
+# `ip netns`, python3 for socket holders, g++ for libFuzzer.
+packages=(prometheus prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter iproute2 util-linux
+          python3 g++ curl)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    step "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in promtool prometheus-node-exporter prometheus-alertmanager amtool ip unshare nsenter python3 c++; do
+    command -v "$tool" >/dev/null || die "$tool is still missing after installing packages"
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (unit, fixture/golden, real-kernel and relay end-to-end tests)"
+cargo test --workspace --no-fail-fast
+
+step "fuzz smoke run (FUZZ_SECONDS=${FUZZ_SECONDS:-20} per target)"
+tests/fuzz-smoke.sh
+
+step "all tests passed"
