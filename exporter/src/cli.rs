@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgMatches, Args, Parser, Subcommand};
 
-use crate::collectors::tcp::TcpSource;
-
 /// Default listen port, chosen to stay clear of node_exporter (9100) and process-exporter (9256).
 pub const DEFAULT_LISTEN: &str = ":9741";
 
@@ -68,25 +66,20 @@ pub struct ExporterArgs {
     /// X-Prometheus-Scrape-Timeout-Seconds minus 0.5 s when that is shorter.
     #[arg(long = "collector.timeout", default_value = "8s", value_parser = parse_duration)]
     pub collector_timeout: Duration,
-    /// TCP: how socket tables are read (auto: netlink where permitted, else procfs text).
-    #[arg(long = "collector.tcp.source", value_enum, default_value = "auto")]
-    pub tcp_source: TcpSource,
-    /// TCP: CLOSE_WAIT groups (process, container, port) exported per network namespace; the rest are summed
-    /// into one `(other)` series.
-    #[arg(long = "collector.tcp.close-wait-top-n", default_value_t = 10)]
-    pub tcp_close_wait_top_n: usize,
-    /// TCP: listening ports exported per network namespace (fullest queues first).
-    #[arg(long = "collector.tcp.listen-ports-max", default_value_t = 100)]
-    pub tcp_listen_ports_max: usize,
-    /// TCP: dump every state over netlink instead of taking ESTABLISHED and TIME_WAIT from the kernel's
-    /// per-namespace counters (exact at any instant, slower with many connections).
-    #[arg(long = "collector.tcp.exact-counts", action = ArgAction::SetTrue)]
-    pub tcp_exact_counts: bool,
+    #[command(flatten)]
+    pub tcp: crate::collectors::tcp::TcpArgs,
+    #[command(flatten)]
+    pub memory: crate::collectors::memory::MemoryArgs,
+    #[command(flatten)]
+    pub systemd: crate::collectors::systemd::SystemdArgs,
 }
 
 /// Collectors known to the binary: name, enabled by default, description.
-pub const COLLECTORS: &[(&str, bool, &str)] =
-    &[("tcp", true, "TCP sockets per network namespace: states, CLOSE_WAIT owners, accept queues")];
+pub const COLLECTORS: &[(&str, bool, &str)] = &[
+    ("tcp", true, "TCP sockets per network namespace: states, CLOSE_WAIT owners, accept queues"),
+    ("memory", true, "process memory per container: RSS, anonymous, LazyFree (MADV_FREE), swap, Go runtime"),
+    ("systemd", true, "systemd and dbus-daemon over D-Bus: reply serial, hangs, unit churn, key units"),
+];
 
 /// Adds `--collector.<name>` / `--no-collector.<name>` for every collector.
 pub fn augment(mut cmd: clap::Command) -> clap::Command {
@@ -155,11 +148,11 @@ mod tests {
     fn node_exporter_spellings_and_collector_toggles() {
         let (cli, enabled) = parse(&["nodesleuth", "--path.procfs", "/host/proc", "--no-collector.tcp"]);
         assert_eq!(cli.exporter.procfs, PathBuf::from("/host/proc"));
-        assert!(enabled.is_empty());
+        assert!(!enabled.contains(&"tcp"));
         let (_, enabled) = parse(&["nodesleuth", "--no-collector.tcp", "--collector.tcp"]);
-        assert_eq!(enabled, vec!["tcp"]);
+        assert!(enabled.contains(&"tcp"));
         let (cli, enabled) = parse(&["nodesleuth"]);
-        assert_eq!(enabled, vec!["tcp"]);
+        assert_eq!(enabled, COLLECTORS.iter().filter(|c| c.1).map(|c| c.0).collect::<Vec<_>>());
         assert_eq!(listen_addr(&cli.exporter.listen_address).unwrap().port(), 9741);
     }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 
 use nodesleuth::cli::{self, Cli};
-use nodesleuth::collectors::tcp::{TcpCollector, TcpConfig};
+use nodesleuth::collectors::{self, Shared};
 use nodesleuth::pods::PodResolver;
 use nodesleuth::registry::{Collector, HostPaths, Registry};
 use nodesleuth::server::{self, ServerConfig};
@@ -61,22 +61,13 @@ async fn run_exporter(args: cli::ExporterArgs, enabled: Vec<&'static str>) -> an
         pod_logs: args.pod_logs.clone(),
         container_logs: args.container_logs.clone(),
     };
-    let pods = Arc::new(PodResolver::new(host.pod_logs.clone(), host.container_logs.clone()));
-    let mut collectors: Vec<Arc<dyn Collector>> = Vec::new();
-    for name in &enabled {
-        match *name {
-            "tcp" => collectors.push(TcpCollector::new(
-                TcpConfig {
-                    source: args.tcp_source,
-                    close_wait_top_n: args.tcp_close_wait_top_n,
-                    listen_ports_max: args.tcp_listen_ports_max,
-                    exact_dump: args.tcp_exact_counts,
-                },
-                pods.clone(),
-            )),
-            other => anyhow::bail!("collector {other} is listed but not built"),
-        }
-    }
+    let shared = Shared { pods: Arc::new(PodResolver::new(host.pod_logs.clone(), host.container_logs.clone())) };
+    let collectors: Vec<Arc<dyn Collector>> = enabled
+        .iter()
+        .map(|name| {
+            collectors::build(name, &args, &shared).ok_or_else(|| anyhow::anyhow!("collector {name} is not built"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), collectors = enabled.join(","), procfs = %host.procfs.display(), "starting nodesleuth");
     let cfg = ServerConfig {
         listen,

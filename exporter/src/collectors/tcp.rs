@@ -49,6 +49,38 @@ pub enum TcpSource {
     Procfs,
 }
 
+/// Flags of the TCP collector.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TcpArgs {
+    /// TCP: how socket tables are read (auto: netlink where permitted, else procfs text).
+    #[arg(long = "collector.tcp.source", value_enum, default_value = "auto")]
+    pub source: TcpSource,
+    /// TCP: CLOSE_WAIT groups (process, container, port) exported per network namespace; the rest are summed
+    /// into one `(other)` series.
+    #[arg(long = "collector.tcp.close-wait-top-n", default_value_t = 10)]
+    pub close_wait_top_n: usize,
+    /// TCP: listening ports exported per network namespace (fullest queues first).
+    #[arg(long = "collector.tcp.listen-ports-max", default_value_t = 100)]
+    pub listen_ports_max: usize,
+    /// TCP: dump every state over netlink instead of taking ESTABLISHED and TIME_WAIT from the kernel's
+    /// per-namespace counters (exact at any instant, slower with many connections).
+    #[arg(long = "collector.tcp.exact-counts")]
+    pub exact_counts: bool,
+}
+
+/// Builds the collector from its flags.
+pub fn build(args: &TcpArgs, shared: &super::Shared) -> Arc<dyn Collector> {
+    TcpCollector::new(
+        TcpConfig {
+            source: args.source,
+            close_wait_top_n: args.close_wait_top_n,
+            listen_ports_max: args.listen_ports_max,
+            exact_dump: args.exact_counts,
+        },
+        shared.pods.clone(),
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
     pub source: TcpSource,
