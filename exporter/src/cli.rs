@@ -24,7 +24,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Relay Alertmanager webhooks to DingTalk and WeCom group robots (see relay/README.md).
+    Relay(nodesleuth_relay::RelayArgs),
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct LogArgs {

@@ -10,4 +10,5 @@ pub mod procfs;
 pub mod registry;
 pub mod server;
 pub mod sock_diag;
+pub mod sockets;
 pub mod webconfig;

@@ -7,7 +7,6 @@ use clap::{CommandFactory, FromArgMatches};
 
 use nodesleuth::cli::{self, Cli};
 use nodesleuth::collectors::{self, Shared};
-use nodesleuth::pods::PodResolver;
 use nodesleuth::registry::{Collector, HostPaths, Registry};
 use nodesleuth::server::{self, ServerConfig};
 use nodesleuth::webconfig::WebConfig;
@@ -38,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             None => run_exporter(cli.exporter, cli::enabled_collectors(&matches)).await,
+            Some(cli::Command::Relay(args)) => nodesleuth_relay::run(args).await,
         }
     });
     match result {
@@ -61,7 +61,7 @@ async fn run_exporter(args: cli::ExporterArgs, enabled: Vec<&'static str>) -> an
         pod_logs: args.pod_logs.clone(),
         container_logs: args.container_logs.clone(),
     };
-    let shared = Shared { pods: Arc::new(PodResolver::new(host.pod_logs.clone(), host.container_logs.clone())) };
+    let shared = Shared::new(&args, &enabled);
     let collectors: Vec<Arc<dyn Collector>> = enabled
         .iter()
         .map(|name| {

@@ -54,12 +54,14 @@ pub struct ScrapeContext {
     pub host: Arc<HostPaths>,
     pub proc: ProcFs,
     processes: OnceLock<Arc<ProcessTable>>,
+    /// Every namespace's sockets, read once per scrape by [`crate::sockets::SocketScanner::scan`].
+    pub(crate) socket_scan: OnceLock<Arc<crate::sockets::NetScan>>,
 }
 
 impl ScrapeContext {
     pub fn new(host: Arc<HostPaths>) -> Self {
         let proc = ProcFs::new(host.procfs.clone());
-        ScrapeContext { host, proc, processes: OnceLock::new() }
+        ScrapeContext { host, proc, processes: OnceLock::new(), socket_scan: OnceLock::new() }
     }
 
     /// Every process with its network namespace, read once per scrape.

@@ -52,6 +52,20 @@ pub fn dump_tcp(
     }
 }
 
+/// Dumps TCP sockets in `states` whose remote endpoint is one of `endpoints`, filtered by the kernel.
+pub fn dump_tcp_filtered(
+    sock: &OwnedFd,
+    states: u32,
+    endpoints: &[std::net::SocketAddr],
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(&DiagSocket),
+) -> Result<(), DumpError> {
+    let Some(filter) = inet_diag::remote_endpoints_filter(endpoints) else {
+        return Ok(());
+    };
+    request(sock, &inet_diag::tcp_dump_request_filtered(states, 4, &filter), buf, &mut f)
+}
+
 fn request(sock: &OwnedFd, req: &[u8], buf: &mut Vec<u8>, f: &mut impl FnMut(&DiagSocket)) -> Result<(), DumpError> {
     let fd = sock.as_raw_fd();
     set_recv_timeout(fd, 5);

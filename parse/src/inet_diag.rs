@@ -53,6 +53,67 @@ pub fn tcp_dump_request_all_families(states: u32, seq: u32) -> [u8; 76] {
     req
 }
 
+/// `INET_DIAG_REQ_BYTECODE`: the request attribute carrying a socket filter the kernel runs per socket.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_D_COND: u8 = 7;
+
+/// Filter bytecode accepting sockets whose remote endpoint is one of `endpoints` (address and port), for
+/// `sock_diag` requests. `None` when there are no endpoints or too many for one netlink attribute (callers split
+/// the list). IPv4 endpoints also match IPv4-mapped IPv6 sockets (the kernel compares the mapped part).
+///
+/// Layout: for each endpoint a `D_COND` (true → the next op, false → skip it) followed by a `JMP` to the end
+/// (accept); after the last, a `JMP` past the end (reject). Jump targets are what `inet_diag_bc_audit` accepts.
+pub fn remote_endpoints_filter(endpoints: &[std::net::SocketAddr]) -> Option<Vec<u8>> {
+    if endpoints.is_empty() {
+        return None;
+    }
+    let cond_len = |e: &std::net::SocketAddr| 4 + 8 + if e.is_ipv4() { 4 } else { 16 };
+    let total: usize = endpoints.iter().map(|e| cond_len(e) + 4).sum::<usize>() + 4;
+    if total > MAX_FILTER_LEN {
+        return None;
+    }
+    let mut bc = Vec::with_capacity(total);
+    for e in endpoints {
+        let len = cond_len(e);
+        bc.push(INET_DIAG_BC_D_COND);
+        bc.push(len as u8); // yes: the JMP that follows
+        bc.extend_from_slice(&((len + 4) as u16).to_ne_bytes()); // no: the next endpoint (or the final reject)
+        let (family, prefix) = if e.is_ipv4() { (AF_INET, 32u8) } else { (AF_INET6, 128u8) };
+        bc.extend_from_slice(&[family, prefix, 0, 0]);
+        bc.extend_from_slice(&i32::from(e.port()).to_ne_bytes());
+        match e.ip() {
+            std::net::IpAddr::V4(a) => bc.extend_from_slice(&a.octets()),
+            std::net::IpAddr::V6(a) => bc.extend_from_slice(&a.octets()),
+        }
+        let to_end = total - bc.len();
+        bc.extend_from_slice(&[INET_DIAG_BC_JMP, 4]);
+        bc.extend_from_slice(&(to_end as u16).to_ne_bytes());
+    }
+    bc.extend_from_slice(&[INET_DIAG_BC_JMP, 4]);
+    bc.extend_from_slice(&8u16.to_ne_bytes());
+    debug_assert_eq!(bc.len(), total);
+    Some(bc)
+}
+
+/// Largest filter that fits a netlink attribute with room to spare (the length field is 16 bits).
+pub const MAX_FILTER_LEN: usize = 60_000;
+
+/// A `TCPDIAG_GETSOCK` dump request of both families carrying a filter.
+pub fn tcp_dump_request_filtered(states: u32, seq: u32, filter: &[u8]) -> Vec<u8> {
+    let base = tcp_dump_request_all_families(states, seq);
+    let attr_len = 4 + filter.len();
+    let total = base.len() + ((attr_len + 3) & !3);
+    let mut req = Vec::with_capacity(total);
+    req.extend_from_slice(&base);
+    req[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
+    req.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    req.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    req.extend_from_slice(filter);
+    req.resize(total, 0);
+    req
+}
+
 /// The `idiag_states` mask that selects every listed state. SYN_RECV also selects the kernel's request sockets.
 pub fn states_mask(states: &[TcpState]) -> u32 {
     states.iter().fold(0, |m, s| m | s.mask() | if *s == TcpState::SynRecv { 1 << 12 } else { 0 })
@@ -234,6 +295,42 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
         assert_eq!((r[16], r[17]), (AF_INET6, 6));
         assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), (1 << 10) | (1 << 3) | (1 << 12));
+    }
+
+    #[test]
+    fn filter_jumps_land_on_ops_or_the_ends() {
+        let eps: Vec<std::net::SocketAddr> = vec!["10.96.0.1:443".parse().unwrap(), "[fd00::96:1]:80".parse().unwrap()];
+        let bc = remote_endpoints_filter(&eps).unwrap();
+        // Walk it as inet_diag_bc_audit does: every jump lands on an op boundary, the end (accept) or end + 4.
+        let mut starts = vec![];
+        let mut at = 0;
+        while at < bc.len() {
+            starts.push(at);
+            at += if bc[at] == INET_DIAG_BC_D_COND { bc[at + 1] as usize } else { 4 };
+        }
+        assert_eq!(at, bc.len());
+        for &op in &starts {
+            let yes = bc[op + 1] as usize;
+            let no = u16::from_ne_bytes([bc[op + 2], bc[op + 3]]) as usize;
+            for target in [op + yes, op + no] {
+                assert!(
+                    starts.contains(&target) || target == bc.len() || target == bc.len() + 4,
+                    "op at {op} jumps to {target}"
+                );
+            }
+        }
+        // The last op rejects (jumps past the end); each endpoint's JMP accepts (jumps to the end).
+        let last = *starts.last().unwrap();
+        assert_eq!(last + u16::from_ne_bytes([bc[last + 2], bc[last + 3]]) as usize, bc.len() + 4);
+        assert_eq!(&bc[8..12], &443i32.to_ne_bytes());
+        assert!(remote_endpoints_filter(&[]).is_none());
+        let many: Vec<std::net::SocketAddr> =
+            (0..5000).map(|i| std::net::SocketAddr::from(([10, 96, (i / 256) as u8, i as u8], 80))).collect();
+        assert!(remote_endpoints_filter(&many).is_none(), "too long for one attribute");
+        let req = tcp_dump_request_filtered(1 << 1, 4, &bc);
+        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()) as usize, req.len());
+        assert_eq!(req.len() % 4, 0);
+        assert_eq!(u16::from_ne_bytes([req[76], req[77]]) as usize, bc.len() + 4);
     }
 
     #[test]

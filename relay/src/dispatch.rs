@@ -40,7 +40,9 @@ struct Item {
 
 struct State {
     queue: VecDeque<Arc<Item>>,
-    ledger: HashMap<Key, Arc<Item>>,
+    /// Alerts queued or in flight (`Some`) and alerts delivered within the dedup window (`None`; the entry is
+    /// dropped so that remembering costs only the key).
+    ledger: HashMap<Key, Option<Arc<Item>>>,
     expiry: VecDeque<(Instant, Key)>,
     backoff_until: Option<Instant>,
     pending: usize,
@@ -107,6 +109,7 @@ impl Worker {
         let group = Arc::new(GroupInfo::new(n));
         let mut waiting: Vec<Arc<Item>> = Vec::with_capacity(keys.len());
         let mut duplicates = 0;
+        let mut already_delivered = 0;
         let mut fresh = 0;
         {
             let now = Instant::now();
@@ -114,10 +117,18 @@ impl Worker {
             sweep(&mut st, now);
             let backing_off = st.backoff_until.filter(|t| *t > now);
             for (key, alert) in keys.iter().zip(&n.alerts) {
-                if let Some(item) = st.ledger.get(key) {
-                    duplicates += 1;
-                    waiting.push(item.clone());
-                    continue;
+                match st.ledger.get(key) {
+                    Some(Some(item)) => {
+                        duplicates += 1;
+                        waiting.push(item.clone());
+                        continue;
+                    }
+                    Some(None) => {
+                        duplicates += 1;
+                        already_delivered += 1;
+                        continue;
+                    }
+                    None => {}
                 }
                 if let Some(until) = backing_off {
                     drop(st);
@@ -135,7 +146,7 @@ impl Worker {
                     entry: Entry { group: group.clone(), view: self.renderer.view(n, alert) },
                     status: tx,
                 });
-                st.ledger.insert(*key, item.clone());
+                st.ledger.insert(*key, Some(item.clone()));
                 st.queue.push_back(item.clone());
                 st.pending += 1;
                 fresh += 1;
@@ -187,7 +198,7 @@ impl Worker {
         if let Some(f) = permanent {
             return Outcome::Permanent(f);
         }
-        Outcome::Delivered { alerts: waiting.len(), duplicates }
+        Outcome::Delivered { alerts: waiting.len() + already_delivered, duplicates }
     }
 
     fn settle(&self, items: &[Arc<Item>], status: ItemStatus) {
@@ -198,12 +209,13 @@ impl Worker {
                 continue;
             }
             st.pending = st.pending.saturating_sub(1);
-            match &status {
-                ItemStatus::Delivered => st.expiry.push_back((now + self.limits.dedup_window, item.key)),
-                _ => {
-                    if st.ledger.get(&item.key).is_some_and(|i| Arc::ptr_eq(i, item)) {
-                        st.ledger.remove(&item.key);
-                    }
+            let ours = matches!(st.ledger.get(&item.key), Some(Some(i)) if Arc::ptr_eq(i, item));
+            if ours {
+                if status == ItemStatus::Delivered {
+                    st.ledger.insert(item.key, None);
+                    st.expiry.push_back((now + self.limits.dedup_window, item.key));
+                } else {
+                    st.ledger.remove(&item.key);
                 }
             }
             item.status.send_replace(status.clone());
@@ -391,7 +403,7 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
 fn sweep(st: &mut State, now: Instant) {
     while st.expiry.front().is_some_and(|(t, _)| *t <= now) {
         let (_, key) = st.expiry.pop_front().expect("front exists");
-        if st.ledger.get(&key).is_some_and(|i| *i.status.borrow() == ItemStatus::Delivered) {
+        if matches!(st.ledger.get(&key), Some(None)) {
             st.ledger.remove(&key);
         }
     }

@@ -36,12 +36,18 @@ pub struct RelayArgs {
     /// The relay's YAML configuration (targets, auth, limits).
     #[arg(long = "config", env = "NODESLEUTH_RELAY_CONFIG", default_value = "/etc/nodesleuth/relay.yaml")]
     pub config: PathBuf,
-    /// Address to listen on for Alertmanager webhooks, /metrics and /healthz.
-    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9898")]
+    /// Address to listen on for Alertmanager webhooks, /metrics and /healthz (`:9898` means all IPv4 addresses).
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9898", value_parser = parse_listen_address)]
     pub listen_address: SocketAddr,
     /// Validate the configuration and templates, then exit.
     #[arg(long = "check-config", default_value_t = false)]
     pub check_config: bool,
+}
+
+/// `host:port`, or `:port` as Prometheus tools (and prometheus-webhook-dingtalk) write it.
+fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    full.parse().map_err(|e| format!("{s:?} is not an address like 0.0.0.0:9898 or :9898 ({e})"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,4 +234,52 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown requested; finishing in-flight notifications");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        relay: RelayArgs,
+    }
+
+    #[test]
+    fn arguments() {
+        let cli = Cli::parse_from(["relay", "--config", "/tmp/r.yaml", "--web.listen-address", "127.0.0.1:1234"]);
+        assert_eq!(cli.relay.config, PathBuf::from("/tmp/r.yaml"));
+        assert_eq!(cli.relay.listen_address, "127.0.0.1:1234".parse::<SocketAddr>().unwrap());
+        assert!(!cli.relay.check_config);
+        let cli = Cli::parse_from(["relay", "--check-config"]);
+        assert_eq!(cli.relay.listen_address.port(), 9898);
+        assert!(cli.relay.check_config);
+        let cli = Cli::parse_from(["relay", "--web.listen-address", ":8060"]);
+        assert_eq!(cli.relay.listen_address, "0.0.0.0:8060".parse::<SocketAddr>().unwrap());
+        assert!(Cli::try_parse_from(["relay", "--web.listen-address", "nonsense"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn config_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = [
+            ("targets: {}\n", "no targets"),
+            ("targets:\n  a:\n    kind: wecom\n    url: http://x/?key=k\n    timezone: Mars/Base\n", "Mars/Base"),
+            ("targets:\n  a:\n    kind: wecom\n    url: http://x/send\n", "no key"),
+            ("targets:\n  a:\n    kind: wecom\n    url: {file: missing}\n", "missing"),
+            ("targets:\n  a:\n    kind: dingtalk\n    url: http://x/?access_token=t\n    max_bytes: 30000\n", "30000"),
+            ("targets:\n  'a b':\n    kind: dingtalk\n    url: http://x/?access_token=t\n", "target names"),
+            (
+                "targets:\n  a:\n    kind: dingtalk\n    url: http://x/?access_token=t\n    rate_limit: {messages: 0, window: 1s}\n",
+                "rate_limit",
+            ),
+        ];
+        for (yaml, want) in bad {
+            let cfg = FileConfig::from_yaml(yaml, Path::new("r.yaml")).unwrap();
+            let err = Relay::from_config(cfg, dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want), "{yaml}: {err}");
+        }
+    }
 }

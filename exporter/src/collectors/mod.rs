@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cli::ExporterArgs;
 use crate::pods::PodResolver;
 use crate::registry::Collector;
+use crate::sockets::{ScanConfig, SocketScanner};
 
 pub mod memory;
 pub mod systemd;
@@ -15,6 +16,21 @@ pub mod tcp;
 /// What collectors share: built once at start-up.
 pub struct Shared {
     pub pods: Arc<PodResolver>,
+    /// The per-scrape socket scan of every network namespace (used by `tcp` and `ipvs`).
+    pub sockets: Arc<SocketScanner>,
+}
+
+impl Shared {
+    pub fn new(args: &ExporterArgs, enabled: &[&str]) -> Shared {
+        let pods = Arc::new(PodResolver::new(args.pod_logs.clone(), args.container_logs.clone()));
+        let scan = ScanConfig {
+            source: args.tcp.source,
+            exact_dump: args.tcp.exact_counts,
+            ipvs_clients: enabled.contains(&"ipvs"),
+        };
+        let sockets = SocketScanner::new(scan, pods.clone());
+        Shared { pods, sockets }
+    }
 }
 
 /// Builds the named collector, or `None` for an unknown name.

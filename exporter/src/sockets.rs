@@ -1,0 +1,514 @@
+//! The per-scrape socket scan of every network namespace, shared by the collectors that need sockets (`tcp`
+//! counts and attributes them, `ipvs` joins client connections with the IPVS table), so each namespace's socket
+//! table is read once per scrape however many collectors use it.
+//!
+//! Namespaces are found through `/proc/<pid>/ns/net` (deduplicated by inode) and read through one of their
+//! processes:
+//! - *netlink* (default where permitted): a `sock_diag` socket created inside the namespace (setns on a private
+//!   thread) dumps only the states that are rare, IPv4 and IPv6 in one walk of the kernel's socket hash.
+//!   ESTABLISHED and TIME_WAIT, the bulk on a busy node, come from the namespace's O(1) counters (`net/snmp`
+//!   CurrEstab, `net/sockstat` tw) once a start-up self-test in a throwaway namespace has shown what those counters
+//!   mean on this kernel. Listeners report queue length and limit. ESTABLISHED sockets to IPVS virtual services
+//!   are fetched with a kernel-side filter, so they cost a walk, not a copy of every socket.
+//! - *procfs* (fallback, fixture trees, `--collector.tcp.source=procfs`): `/proc/<pid>/net/tcp` and `tcp6`,
+//!   streamed through a reused buffer. No accept-queue limit (the kernel does not print it there).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use nodesleuth_parse::inet_diag;
+use nodesleuth_parse::ipvs;
+use nodesleuth_parse::netstat;
+use nodesleuth_parse::proc_net_tcp;
+use nodesleuth_parse::tcp_state::TcpState;
+
+use crate::netns;
+use crate::pods::{PodInfo, PodResolver};
+use crate::procfs::{self, ProcFs};
+use crate::registry::ScrapeContext;
+use crate::sock_diag;
+
+/// How socket tables are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcpSource {
+    /// Netlink where permitted, procfs text elsewhere.
+    Auto,
+    /// Netlink only; a namespace that cannot be entered is reported as a failure.
+    Netlink,
+    /// procfs text only.
+    Procfs,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    pub source: TcpSource,
+    /// Count every state by dumping it, instead of trusting the kernel's ESTABLISHED/TIME_WAIT counters.
+    pub exact_dump: bool,
+    /// Also collect ESTABLISHED sockets whose remote endpoint is an IPVS TCP virtual service.
+    pub ipvs_clients: bool,
+}
+
+/// What this kernel's O(1) counters count, established by [`probe_counter_semantics`]. `None` means the counter
+/// cannot stand in for a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CounterSemantics {
+    /// `Some(true)`: `CurrEstab` is ESTABLISHED + CLOSE_WAIT (Linux ≥ 6.10 and back-ports); `Some(false)`:
+    /// ESTABLISHED only.
+    pub curr_estab_includes_close_wait: Option<bool>,
+    /// `Some(true)`: `sockstat` `tw` is TIME_WAIT plus the orphaned FIN_WAIT2 sockets the kernel keeps as timewait
+    /// minisockets (which the dump reports as FIN_WAIT2 with the TIME_WAIT timer); `Some(false)`: TIME_WAIT only.
+    pub tw_includes_fin_wait2_minisocks: Option<bool>,
+}
+
+/// The sockets of one namespace, reduced to what collectors use.
+#[derive(Debug, Default)]
+pub struct NsSockets {
+    pub counts: [u64; 11],
+    /// (inode, local port) of each CLOSE_WAIT socket.
+    pub close_wait: Vec<(u64, u16)>,
+    /// Local port → (queue length, queue limit), summed over listeners on that port (v4 + v6, reuseport groups).
+    pub listeners: BTreeMap<u16, (u64, u64)>,
+    pub limits_known: bool,
+    /// FIN_WAIT2 entries that are timewait minisockets (counted in `sockstat` `tw`).
+    fin_wait2_minisocks: u64,
+    /// `netlink` or `procfs`.
+    pub source: &'static str,
+    /// ESTABLISHED sockets whose remote endpoint is an IPVS virtual service: (local, remote).
+    pub to_virtual_services: Vec<(SocketAddr, SocketAddr)>,
+}
+
+impl NsSockets {
+    fn add(&mut self, state: TcpState, local_port: u16, inode: u64, queue_len: u32, queue_limit: u32, timer: u8) {
+        self.counts[state.index()] += 1;
+        match state {
+            TcpState::FinWait2 if timer == TIMER_TIME_WAIT => self.fin_wait2_minisocks += 1,
+            TcpState::CloseWait => self.close_wait.push((inode, local_port)),
+            TcpState::Listen => {
+                let e = self.listeners.entry(local_port).or_default();
+                e.0 += u64::from(queue_len);
+                e.1 += u64::from(queue_limit);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `tr` / `idiag_timer` value of a timewait minisocket.
+const TIMER_TIME_WAIT: u8 = 3;
+
+/// One namespace: its processes, how it is labelled, and its sockets (`None` when its processes all vanished
+/// meanwhile or it could not be read; the reason is in [`NetScan::problems`]).
+#[derive(Debug)]
+pub struct NsScan {
+    pub pids: Vec<u32>,
+    pub label: String,
+    pub pod: PodInfo,
+    pub sockets: Option<NsSockets>,
+}
+
+/// One scrape's view of every namespace's sockets.
+#[derive(Debug, Default)]
+pub struct NetScan {
+    pub namespaces: Vec<NsScan>,
+    /// What went wrong (malformed lines, unreadable namespaces); the data read around it is still here.
+    pub problems: Vec<String>,
+    /// The IPVS TCP virtual services the scan looked for (empty unless asked for).
+    pub virtual_services: HashSet<SocketAddr>,
+}
+
+/// Reads every namespace's sockets, at most once per scrape.
+pub struct SocketScanner {
+    cfg: ScanConfig,
+    pods: Arc<PodResolver>,
+    counters: OnceLock<CounterSemantics>,
+    buffers: Mutex<(Vec<u8>, Vec<u8>)>,
+    netlink_warned: AtomicBool,
+}
+
+impl SocketScanner {
+    pub fn new(cfg: ScanConfig, pods: Arc<PodResolver>) -> Arc<Self> {
+        let scanner = Arc::new(SocketScanner {
+            cfg,
+            pods,
+            counters: OnceLock::new(),
+            buffers: Mutex::new((Vec::new(), Vec::new())),
+            netlink_warned: AtomicBool::new(false),
+        });
+        if scanner.cfg.source != TcpSource::Procfs && !scanner.cfg.exact_dump {
+            // Run the self-test at start-up rather than in the first scrape; a scrape that needs it meanwhile waits.
+            let s = scanner.clone();
+            std::thread::spawn(move || s.counter_semantics());
+        }
+        scanner
+    }
+
+    /// This scrape's scan: the first caller reads, later callers of the same scrape get the same result.
+    pub fn scan(&self, ctx: &ScrapeContext) -> Arc<NetScan> {
+        ctx.socket_scan.get_or_init(|| Arc::new(self.read_all(ctx))).clone()
+    }
+
+    fn counter_semantics(&self) -> Option<CounterSemantics> {
+        if self.cfg.exact_dump {
+            return None;
+        }
+        let s = self.counters.get_or_init(|| match probe_counter_semantics() {
+            Ok(s) => {
+                tracing::info!(
+                    curr_estab_includes_close_wait = ?s.curr_estab_includes_close_wait,
+                    tw_includes_fin_wait2_minisocks = ?s.tw_includes_fin_wait2_minisocks,
+                    "tcp: kernel counter self-test done"
+                );
+                s
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "tcp: counter self-test not possible; dumping every state instead");
+                CounterSemantics::default()
+            }
+        });
+        Some(*s)
+    }
+
+    fn read_all(&self, ctx: &ScrapeContext) -> NetScan {
+        let mut out = NetScan::default();
+        let table = ctx.processes();
+        if table.by_netns.is_empty() {
+            out.problems.push(format!("no readable /proc/<pid>/ns/net under {}", ctx.proc.root().display()));
+            return out;
+        }
+        let names = netns::named_namespaces(&ctx.host.rootfs);
+        if self.cfg.ipvs_clients
+            && let Some(host_pid) = table.host_netns.and_then(|h| table.by_netns.get(&h)).and_then(|p| p.first())
+        {
+            match read_tcp_virtual_services(&ctx.proc, *host_pid) {
+                Ok(v) => out.virtual_services = v,
+                Err(e) => tracing::debug!(error = %e, "no IPVS services to look for"),
+            }
+        }
+        out.namespaces = table
+            .by_netns
+            .iter()
+            .map(|(&inode, pids)| {
+                let is_host = Some(inode) == table.host_netns;
+                let label = if is_host {
+                    "host".to_string()
+                } else {
+                    names.get(&inode).cloned().unwrap_or_else(|| inode.to_string())
+                };
+                let pod = if is_host {
+                    PodInfo::default()
+                } else {
+                    pids.iter().map(|&p| self.pods.resolve(&ctx.proc, p)).find(PodInfo::is_pod).unwrap_or_default()
+                };
+                NsScan { pids: pids.clone(), label, pod, sockets: None }
+            })
+            .collect();
+
+        let mut netlink: Vec<Option<std::os::fd::OwnedFd>> = out.namespaces.iter().map(|_| None).collect();
+        if self.cfg.source != TcpSource::Procfs {
+            let paths: Vec<PathBuf> = out.namespaces.iter().map(|ns| ctx.proc.pid_path(ns.pids[0], "ns/net")).collect();
+            let opened = netns::sockets_in(&paths, libc::AF_NETLINK, libc::SOCK_RAW, inet_diag::NETLINK_SOCK_DIAG);
+            for (i, r) in opened.into_iter().enumerate() {
+                match r {
+                    Ok(fd) => netlink[i] = Some(fd),
+                    Err(e) if self.cfg.source == TcpSource::Netlink => {
+                        let label = &out.namespaces[i].label;
+                        out.problems.push(format!("netns {label}: cannot open netlink socket inside: {e}"));
+                    }
+                    Err(e) => {
+                        if !self.netlink_warned.swap(true, Ordering::Relaxed) {
+                            tracing::info!(netns = %out.namespaces[i].label, error = %e, "tcp: netlink not available, reading procfs text instead");
+                        }
+                    }
+                }
+            }
+        }
+        let semantics = if netlink.iter().any(Option::is_some) { self.counter_semantics() } else { None };
+        let mut bufs = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        let (line_buf, diag_buf) = &mut *bufs;
+        for (ns, fd) in out.namespaces.iter_mut().zip(netlink) {
+            ns.sockets = match fd {
+                Some(fd) => {
+                    scan_netlink(&ctx.proc, ns, &fd, semantics, &out.virtual_services, diag_buf, &mut out.problems)
+                }
+                None if self.cfg.source == TcpSource::Netlink => None,
+                None => scan_procfs(&ctx.proc, ns, &out.virtual_services, line_buf, &mut out.problems),
+            };
+        }
+        out
+    }
+}
+
+/// TCP virtual services of the host namespace's IPVS table (`net/ip_vs`).
+fn read_tcp_virtual_services(proc: &ProcFs, pid: u32) -> std::io::Result<HashSet<SocketAddr>> {
+    let bytes = std::fs::read(proc.pid_path(pid, "net/ip_vs"))?;
+    let services = ipvs::parse_services(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(services
+        .filter_map(Result::ok)
+        .filter_map(|s| match s.virtual_service {
+            ipvs::VirtualService::Socket { protocol, addr } if protocol == ipvs::Protocol::TCP => Some(addr),
+            _ => None,
+        })
+        .collect())
+}
+
+fn scan_netlink(
+    proc: &ProcFs,
+    ns: &NsScan,
+    fd: &std::os::fd::OwnedFd,
+    semantics: Option<CounterSemantics>,
+    virtual_services: &HashSet<SocketAddr>,
+    buf: &mut Vec<u8>,
+    problems: &mut Vec<String>,
+) -> Option<NsSockets> {
+    // Counters first: if they cannot be read, dump everything.
+    let sem = semantics.unwrap_or_default();
+    let counters = if sem == CounterSemantics::default() { None } else { read_counters(proc, &ns.pids) };
+    let mut skip: Vec<TcpState> = Vec::new();
+    if counters.is_some() {
+        if sem.curr_estab_includes_close_wait.is_some() {
+            skip.push(TcpState::Established);
+        }
+        if sem.tw_includes_fin_wait2_minisocks.is_some() {
+            skip.push(TcpState::TimeWait);
+        }
+    }
+    let wanted: Vec<TcpState> = TcpState::ALL.into_iter().filter(|s| !skip.contains(s)).collect();
+    let mask = inet_diag::states_mask(&wanted);
+    let mut scan = NsSockets { limits_known: true, source: "netlink", ..NsSockets::default() };
+    let dumped = sock_diag::dump_tcp(fd, mask, buf, |s| {
+        scan.add(s.state, s.local_port, s.inode, s.rqueue, s.wqueue, s.timer);
+        if s.state == TcpState::Established && !virtual_services.is_empty() {
+            let remote = SocketAddr::new(canonical(s.remote_addr), s.remote_port);
+            if virtual_services.contains(&remote) {
+                scan.to_virtual_services.push((SocketAddr::new(canonical(s.local_addr), s.local_port), remote));
+            }
+        }
+    });
+    if let Err(e) = dumped {
+        problems.push(format!("netns {}: sock_diag dump: {e}", ns.label));
+        return None;
+    }
+    if skip.contains(&TcpState::Established) && !virtual_services.is_empty() {
+        // ESTABLISHED was not dumped: fetch just the ones talking to a virtual service, filtered in the kernel.
+        let mut vips: Vec<SocketAddr> = virtual_services.iter().copied().collect();
+        vips.sort();
+        let per_filter = 1500; // endpoints per filter attribute (well under its 64 KiB limit)
+        for chunk in vips.chunks(per_filter) {
+            let r = sock_diag::dump_tcp_filtered(fd, TcpState::Established.mask(), chunk, buf, |s| {
+                let remote = SocketAddr::new(canonical(s.remote_addr), s.remote_port);
+                scan.to_virtual_services.push((SocketAddr::new(canonical(s.local_addr), s.local_port), remote));
+            });
+            if let Err(e) = r {
+                problems.push(format!("netns {}: filtered sock_diag dump: {e}", ns.label));
+                break;
+            }
+        }
+    }
+    if let Some((curr_estab, tw)) = counters {
+        if let Some(includes_cw) = sem.curr_estab_includes_close_wait {
+            let cw = scan.counts[TcpState::CloseWait.index()];
+            scan.counts[TcpState::Established.index()] =
+                if includes_cw { curr_estab.saturating_sub(cw) } else { curr_estab };
+        }
+        if let Some(includes_fw2) = sem.tw_includes_fin_wait2_minisocks {
+            let minisocks = if includes_fw2 { scan.fin_wait2_minisocks } else { 0 };
+            scan.counts[TcpState::TimeWait.index()] = tw.saturating_sub(minisocks);
+        }
+    }
+    Some(scan)
+}
+
+/// IPv4-mapped IPv6 addresses as plain IPv4, so a dual-stack socket matches an IPv4 virtual service.
+pub fn canonical(addr: std::net::IpAddr) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    }
+}
+
+/// `CurrEstab` and `tw` of one namespace, read through any of its processes.
+fn read_counters(proc: &ProcFs, pids: &[u32]) -> Option<(u64, u64)> {
+    for &pid in pids {
+        let snmp = proc.read_string(&proc.pid_path(pid, "net/snmp"));
+        let sockstat = proc.read_string(&proc.pid_path(pid, "net/sockstat"));
+        if let (Ok(snmp), Ok(sockstat)) = (snmp, sockstat) {
+            return Some((netstat::snmp_tcp_curr_estab(&snmp)?, netstat::sockstat_tcp_tw(&sockstat)?));
+        }
+    }
+    None
+}
+
+/// Reads `net/tcp` and `net/tcp6` through the first process of the namespace that still exists.
+fn scan_procfs(
+    proc: &ProcFs,
+    ns: &NsScan,
+    virtual_services: &HashSet<SocketAddr>,
+    buf: &mut Vec<u8>,
+    problems: &mut Vec<String>,
+) -> Option<NsSockets> {
+    for &pid in &ns.pids {
+        let mut scan = NsSockets { source: "procfs", ..NsSockets::default() };
+        let mut bad = BadLines::default();
+        let v4 = proc.pid_path(pid, "net/tcp");
+        if let Err(e) = read_tcp_file(&v4, buf, &mut scan, virtual_services, &mut bad) {
+            if !proc.pid_path(pid, "").exists() {
+                continue; // the process exited mid-scan: try another of the namespace
+            }
+            problems.push(format!("{}: {e}", v4.display()));
+            return None;
+        }
+        let v6 = proc.pid_path(pid, "net/tcp6");
+        match read_tcp_file(&v6, buf, &mut scan, virtual_services, &mut bad) {
+            Ok(()) => {}
+            // No tcp6 file: IPv6 is disabled on this kernel.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && proc.pid_path(pid, "").exists() => {}
+            Err(e) => problems.push(format!("{}: {e}", v6.display())),
+        }
+        if let Some((path, line, err)) = bad.first {
+            problems.push(format!("{path}: {} malformed line(s) skipped, first at line {line}: {err}", bad.count));
+        }
+        return Some(scan);
+    }
+    None
+}
+
+#[derive(Default)]
+struct BadLines {
+    count: u64,
+    first: Option<(String, u64, proc_net_tcp::LineError)>,
+}
+
+fn read_tcp_file(
+    path: &std::path::Path,
+    buf: &mut Vec<u8>,
+    scan: &mut NsSockets,
+    virtual_services: &HashSet<SocketAddr>,
+    bad: &mut BadLines,
+) -> std::io::Result<()> {
+    let mut line_no = 0u64;
+    procfs::for_each_line(path, buf, |line| {
+        line_no += 1;
+        match proc_net_tcp::parse_line(line) {
+            Ok(Some(row)) => {
+                scan.add(row.state, row.local_port, row.inode, row.rx_queue, 0, row.timer);
+                if row.state == TcpState::Established && !virtual_services.is_empty() {
+                    let remote = SocketAddr::new(canonical(row.remote_addr), row.remote_port);
+                    if virtual_services.contains(&remote) {
+                        scan.to_virtual_services
+                            .push((SocketAddr::new(canonical(row.local_addr), row.local_port), remote));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                bad.count += 1;
+                if bad.first.is_none() {
+                    bad.first = Some((path.display().to_string(), line_no, e));
+                }
+            }
+        }
+    })
+}
+
+/// Establishes what this kernel's per-namespace counters mean by building known sockets in a throwaway network
+/// namespace: one connection whose server side sits in CLOSE_WAIT and one whose client side sits in TIME_WAIT.
+/// Needs CAP_SYS_ADMIN; the namespace disappears with the thread.
+pub fn probe_counter_semantics() -> Result<CounterSemantics, String> {
+    std::thread::Builder::new()
+        .name("nodesleuth-probe".into())
+        .spawn(probe_in_private_namespace)
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "probe thread panicked".to_string())?
+}
+
+fn probe_in_private_namespace() -> Result<CounterSemantics, String> {
+    use std::net::{TcpListener, TcpStream};
+    // SAFETY: unshare(2) of this thread's network namespace only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+    }
+    loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+    let read = |file: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).map_err(|e| e.to_string());
+    // Counts per state from the text table, plus FIN_WAIT2 timewait minisockets in slot 0 of a second array.
+    let count_states = || -> Result<([u64; 11], u64), String> {
+        let mut counts = [0u64; 11];
+        let mut minisocks = 0;
+        for file in ["tcp", "tcp6"] {
+            for line in read(file).unwrap_or_default().lines() {
+                if let Ok(Some(row)) = proc_net_tcp::parse_line(line.as_bytes()) {
+                    counts[row.state.index()] += 1;
+                    if row.state == TcpState::FinWait2 && row.timer == TIMER_TIME_WAIT {
+                        minisocks += 1;
+                    }
+                }
+            }
+        }
+        Ok((counts, minisocks))
+    };
+    let wait_for = |pred: &dyn Fn(&[u64; 11]) -> bool| -> Result<([u64; 11], u64), String> {
+        for _ in 0..400 {
+            let c = count_states()?;
+            if pred(&c.0) {
+                return Ok(c);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err("sockets did not reach the expected states".into())
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Connection A: the client closes, the server keeps its end → server CLOSE_WAIT (client: orphaned FIN_WAIT2).
+    let client_a = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let (server_a, _) = listener.accept().map_err(|e| e.to_string())?;
+    drop(client_a);
+    let (counts, _) = wait_for(&|c| c[TcpState::CloseWait.index()] == 1)?;
+    let curr = netstat::snmp_tcp_curr_estab(&read("snmp")?).ok_or("no CurrEstab in snmp")?;
+    let est = counts[TcpState::Established.index()];
+    let includes_cw = match curr {
+        c if c == est + 1 => Some(true),
+        c if c == est => Some(false),
+        _ => None,
+    };
+    // Connection B: the server closes first, then the client → server TIME_WAIT.
+    let client_b = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let (server_b, _) = listener.accept().map_err(|e| e.to_string())?;
+    drop(server_b);
+    wait_for(&|c| c[TcpState::CloseWait.index()] == 2)?;
+    drop(client_b);
+    let (counts, minisocks) = wait_for(&|c| c[TcpState::TimeWait.index()] >= 1)?;
+    let tw = netstat::sockstat_tcp_tw(&read("sockstat")?).ok_or("no tw in sockstat")?;
+    let time_wait = counts[TcpState::TimeWait.index()];
+    let includes_fw2 = match tw {
+        t if minisocks > 0 && t == time_wait + minisocks => Some(true),
+        t if t == time_wait => Some(false),
+        _ => None,
+    };
+    drop(server_a);
+    Ok(CounterSemantics { curr_estab_includes_close_wait: includes_cw, tw_includes_fin_wait2_minisocks: includes_fw2 })
+}
+
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: ioctl(SIOCGIFFLAGS/SIOCSIFFLAGS) on a datagram socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 { Err(err) } else { Ok(()) }
+    }
+}
