@@ -72,6 +72,8 @@ pub struct ExporterArgs {
     #[command(flatten)]
     pub tcp: crate::collectors::tcp::TcpArgs,
     #[command(flatten)]
+    pub ipvs: crate::collectors::ipvs::IpvsArgs,
+    #[command(flatten)]
     pub memory: crate::collectors::memory::MemoryArgs,
     #[command(flatten)]
     pub systemd: crate::collectors::systemd::SystemdArgs,
@@ -80,6 +82,7 @@ pub struct ExporterArgs {
 /// Collectors known to the binary: name, enabled by default, description.
 pub const COLLECTORS: &[(&str, bool, &str)] = &[
     ("tcp", true, "TCP sockets per network namespace: states, CLOSE_WAIT owners, accept queues"),
+    ("ipvs", true, "IPVS services, connection table, and client connections IPVS has forgotten (orphaned)"),
     ("memory", true, "process memory per container: RSS, anonymous, LazyFree (MADV_FREE), swap, Go runtime"),
     ("systemd", true, "systemd and dbus-daemon over D-Bus: reply serial, hangs, unit churn, key units"),
 ];

@@ -3,14 +3,21 @@
 //! Collectors build a fresh set of families per scrape (there is no long-lived metric state to go stale); the
 //! registry sorts families and series so that the output is deterministic, which the golden-file tests rely on.
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 /// One family under construction.
 struct Family {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
-    series: Vec<(Vec<(&'static str, String)>, f64)>,
+    series: Vec<(Vec<(&'static str, String)>, Value)>,
+}
+
+/// A sample: a number, or a histogram's cumulative buckets (upper bound, count), sum and count.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Number(f64),
+    Histogram { buckets: Vec<(f64, u64)>, sum: f64, count: u64 },
 }
 
 /// What one collector produced in one scrape: samples plus the problems it met on the way (malformed lines,
@@ -35,6 +42,20 @@ impl Sink {
     pub fn counter(&mut self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], value: f64) {
         debug_assert!(name.ends_with("_total"), "counter {name} must end in _total");
         self.push(name, help, MetricType::COUNTER, labels, value);
+    }
+
+    /// Adds a histogram sample from cumulative bucket counts (`le` upper bounds ascending, without +Inf).
+    pub fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        buckets: Vec<(f64, u64)>,
+        sum: f64,
+        count: u64,
+    ) {
+        let labels = labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
+        self.family(name, help, MetricType::HISTOGRAM).series.push((labels, Value::Histogram { buckets, sum, count }));
     }
 
     /// Records a problem: the collector keeps going, the scrape reports it as failed, the registry logs it.
@@ -72,7 +93,7 @@ impl Sink {
         v: f64,
     ) {
         let labels = labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
-        self.family(name, help, kind).series.push((labels, v));
+        self.family(name, help, kind).series.push((labels, Value::Number(v)));
     }
 
     /// Moves everything from `other` into this sink (used to merge collector results).
@@ -97,8 +118,8 @@ impl Sink {
                 f.series.sort_by(|a, b| a.0.cmp(&b.0));
                 f.series.dedup_by(|later, earlier| {
                     let same = later.0 == earlier.0;
-                    if same {
-                        earlier.1 += later.1;
+                    if same && let (Value::Number(e), Value::Number(l)) = (&mut earlier.1, &later.1) {
+                        *e += *l;
                     }
                     same
                 });
@@ -122,14 +143,34 @@ impl Sink {
                                 })
                                 .collect(),
                         );
-                        if f.kind == MetricType::COUNTER {
-                            let mut c = Counter::default();
-                            c.set_value(value);
-                            m.set_counter(c);
-                        } else {
-                            let mut g = Gauge::default();
-                            g.set_value(value);
-                            m.set_gauge(g);
+                        match value {
+                            Value::Number(v) if f.kind == MetricType::COUNTER => {
+                                let mut c = Counter::default();
+                                c.set_value(v);
+                                m.set_counter(c);
+                            }
+                            Value::Number(v) => {
+                                let mut g = Gauge::default();
+                                g.set_value(v);
+                                m.set_gauge(g);
+                            }
+                            Value::Histogram { buckets, sum, count } => {
+                                let mut h = Histogram::default();
+                                h.set_bucket(
+                                    buckets
+                                        .into_iter()
+                                        .map(|(le, n)| {
+                                            let mut b = Bucket::default();
+                                            b.set_upper_bound(le);
+                                            b.set_cumulative_count(n);
+                                            b
+                                        })
+                                        .collect(),
+                                );
+                                h.set_sample_sum(sum);
+                                h.set_sample_count(count);
+                                m.set_histogram(h);
+                            }
                         }
                         m
                     })
@@ -155,6 +196,17 @@ pub fn encode_text(families: &[MetricFamily]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let mut s = Sink::new();
+        s.histogram("h_seconds", "h", &[("x", "1")], vec![(1.0, 2), (10.0, 5)], 17.5, 6);
+        let text = String::from_utf8(encode_text(&s.into_families())).unwrap();
+        assert!(text.contains("h_seconds_bucket{x=\"1\",le=\"1\"} 2\n"), "{text}");
+        assert!(text.contains("h_seconds_bucket{x=\"1\",le=\"+Inf\"} 6\n"), "{text}");
+        assert!(text.contains("h_seconds_sum{x=\"1\"} 17.5\n"), "{text}");
+        assert!(text.contains("h_seconds_count{x=\"1\"} 6\n"), "{text}");
+    }
 
     #[test]
     fn sorts_and_sums_duplicate_series() {

@@ -110,6 +110,36 @@ fn request(sock: &OwnedFd, req: &[u8], buf: &mut Vec<u8>, f: &mut impl FnMut(&Di
     }
 }
 
+/// Sends one request and returns the first reply datagram (for request/response netlink families).
+pub fn roundtrip(sock: &OwnedFd, req: &[u8]) -> io::Result<Vec<u8>> {
+    let fd = sock.as_raw_fd();
+    set_recv_timeout(fd, 2);
+    // SAFETY: the request buffer is valid for the call; the destination is the kernel (all-zero sockaddr_nl).
+    let sent = unsafe {
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        libc::sendto(
+            fd,
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: buf is valid for writes of its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
 fn set_recv_timeout(fd: i32, seconds: i64) {
     let tv = libc::timeval { tv_sec: seconds, tv_usec: 0 };
     // SAFETY: setsockopt with a correctly sized timeval. Failure only loses the timeout, which the collector

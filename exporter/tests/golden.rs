@@ -1,7 +1,8 @@
-//! The fixture tree end-to-end test: the real binary reads `tests/fixtures/tcp` (see `make_tcp_fixture.py`)
-//! through `--path.procfs`, and its `/metrics` must equal `tests/fixtures/tcp/metrics.golden` apart from timings
-//! and build info. `tests/update-golden.sh` (UPDATE_GOLDEN=1) rewrites the golden file. The output must also
-//! pass `promtool check metrics`.
+//! Fixture tree end-to-end tests: the real binary reads a tree under `tests/fixtures/` (written by
+//! `make_tcp_fixture.py` / `make_ipvs_fixture.py`) through `--path.procfs`, with only that tree's collectors
+//! enabled, and its `/metrics` must equal the tree's `metrics.golden` apart from timings and build info.
+//! `tests/update-golden.sh` (UPDATE_GOLDEN=1) rewrites the golden files. The output must also pass
+//! `promtool check metrics`.
 
 mod util;
 
@@ -10,22 +11,33 @@ use std::process::{Command, Stdio};
 
 use util::{Exporter, repo_root, require_tool, sample};
 
-fn fixture_args(tree: &str) -> Vec<String> {
-    let root = repo_root().join("tests/fixtures").join(tree);
-    vec![
+/// Arguments that point the exporter at a fixture tree and enable only `collectors`.
+fn fixture_args(root: &std::path::Path, collectors: &[&str]) -> Vec<String> {
+    let mut args = vec![
         format!("--path.procfs={}", root.join("proc").display()),
         format!("--path.rootfs={}", root.display()),
         format!("--path.pod-logs={}", root.join("var/log/pods").display()),
         format!("--path.container-logs={}", root.join("var/log/containers").display()),
         "--collector.tcp.close-wait-top-n=3".into(),
-        // This tree and its golden file are the TCP collector's; other collectors have their own trees.
-        "--no-collector.memory".into(),
-        "--no-collector.systemd".into(),
-    ]
+    ];
+    for (name, _, _) in nodesleuth::cli::COLLECTORS {
+        if !collectors.contains(name) {
+            args.push(format!("--no-collector.{name}"));
+        }
+    }
+    args
+}
+
+fn fixture_root(tree: &str) -> std::path::PathBuf {
+    repo_root().join("tests/fixtures").join(tree)
 }
 
 fn start(tree: &str) -> Exporter {
-    let args = fixture_args(tree);
+    start_at(&fixture_root(tree), &[if tree.starts_with("ipvs") { "ipvs" } else { "tcp" }])
+}
+
+fn start_at(root: &std::path::Path, collectors: &[&str]) -> Exporter {
+    let args = fixture_args(root, collectors);
     Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -59,11 +71,10 @@ fn promtool_check(metrics: &str) {
     );
 }
 
-#[test]
-fn fixture_tree_matches_golden_metrics() {
-    let exporter = start("tcp");
+fn check_golden(tree: &str) {
+    let exporter = start(tree);
     let got = normalize(&exporter.scrape());
-    let golden_path = repo_root().join("tests/fixtures/tcp/metrics.golden");
+    let golden_path = repo_root().join("tests/fixtures").join(tree).join("metrics.golden");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden_path, &got).unwrap();
     }
@@ -81,14 +92,100 @@ fn fixture_tree_matches_golden_metrics() {
             diff.join("\n")
         );
     }
-    // A second scrape reuses the owner cache and must say the same.
+    // A second scrape reuses caches (owners, pod names) and must say the same.
     assert_eq!(normalize(&exporter.scrape()), want, "second scrape differs from the first");
 }
 
 #[test]
+fn fixture_tree_matches_golden_metrics() {
+    check_golden("tcp");
+}
+
+#[test]
+fn ipvs_fixture_tree_matches_golden_metrics() {
+    check_golden("ipvs");
+}
+
+#[test]
 fn fixture_output_passes_promtool() {
-    let exporter = start("tcp");
-    promtool_check(&exporter.scrape());
+    promtool_check(&start("tcp").scrape());
+    promtool_check(&start("ipvs").scrape());
+}
+
+#[test]
+fn ipvs_orphans_and_near_expiry_are_attributed_to_pod_and_service() {
+    let m = start("ipvs").scrape();
+    let job = [("namespace", "batch"), ("pod", "report-job-x1")];
+    let get = |name: &str, vip: &str, port: &str| {
+        sample(&m, name, &[job[0], job[1], ("virtual_address", vip), ("virtual_port", port)])
+    };
+    // 10.96.0.1:443: one socket with a live entry, one whose entry is gone.
+    assert_eq!(get("nodesleuth_ipvs_client_connections", "10.96.0.1", "443"), Some(2.0));
+    assert_eq!(get("nodesleuth_ipvs_orphaned_connections", "10.96.0.1", "443"), Some(1.0));
+    // IPv6 Service: the same, in IPv6.
+    assert_eq!(get("nodesleuth_ipvs_orphaned_connections", "fd00::96:1", "80"), Some(1.0));
+    // 40 s left of 900: near expiry, not orphaned.
+    assert_eq!(get("nodesleuth_ipvs_connections_near_expiry", "10.96.0.200", "8080"), Some(1.0));
+    assert_eq!(get("nodesleuth_ipvs_orphaned_connections", "10.96.0.200", "8080"), Some(0.0));
+    // The dual-stack (IPv4-mapped) socket of another pod matches its IPv4 entry.
+    let api = [("pod", "api-1"), ("virtual_address", "10.96.0.1")];
+    assert_eq!(sample(&m, "nodesleuth_ipvs_orphaned_connections", &api), Some(0.0));
+    assert_eq!(sample(&m, "nodesleuth_ipvs_client_connections", &api), Some(1.0));
+    // Sockets to addresses that are not Services are not counted.
+    assert!(
+        util::samples(&m, "nodesleuth_ipvs_client_connections", &[("virtual_address", "93.184.216.34")]).is_empty()
+    );
+    // Templates are left out of the table aggregate; a persistence-engine row is counted.
+    assert_eq!(
+        sample(
+            &m,
+            "nodesleuth_ipvs_connection_entries",
+            &[("virtual_address", "10.96.0.200"), ("state", "ESTABLISHED")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "nodesleuth_ipvs_connection_entries", &[("virtual_address", "10.96.0.10"), ("state", "UDP")]),
+        Some(2.0)
+    );
+    // No IPVS over netlink on a fixture tree: the flags' timeouts, labelled as such.
+    assert_eq!(sample(&m, "nodesleuth_ipvs_timeout_seconds", &[("protocol", "tcp"), ("source", "flag")]), Some(900.0));
+    assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "ipvs")]), Some(1.0));
+}
+
+#[test]
+fn malformed_ipvs_tables_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    util::run("cp", &["-a", &fixture_root("ipvs").display().to_string(), &dir.path().join("t").display().to_string()]);
+    let root = dir.path().join("t");
+    let conn = root.join("proc/1/net/ip_vs_conn");
+    let mut text = std::fs::read_to_string(&conn).unwrap();
+    text.push_str("TCP 0AF4 garbage\nnot a row at all\n");
+    std::fs::write(&conn, text).unwrap();
+    let services = root.join("proc/1/net/ip_vs");
+    let mut text = std::fs::read_to_string(&services).unwrap();
+    text.push_str("BOGUS  0A600099:0050 rr\n  -> 0AF40099:0050      Masq    1      0          0\n");
+    std::fs::write(&services, text).unwrap();
+    let exporter = start_at(&root, &["ipvs"]);
+    let m = exporter.scrape();
+    assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "ipvs")]), Some(0.0));
+    // Everything around the bad rows is still there.
+    assert_eq!(
+        sample(
+            &m,
+            "nodesleuth_ipvs_orphaned_connections",
+            &[("pod", "report-job-x1"), ("virtual_address", "10.96.0.1")]
+        ),
+        Some(1.0)
+    );
+    assert!(sample(&m, "nodesleuth_ipvs_backend_weight", &[("virtual_address", "10.96.0.200")]).is_some());
+    // The real server under the unknown protocol is not credited to the previous service.
+    assert!(util::samples(&m, "nodesleuth_ipvs_backend_weight", &[("real_address", "10.244.0.153")]).is_empty());
+    exporter.scrape();
+    let log = exporter.log();
+    let failures: Vec<&str> = log.lines().filter(|l| l.contains("collector failed") && l.contains("ipvs")).collect();
+    assert_eq!(failures.len(), 1, "one log line per distinct failure:\n{log}");
+    assert!(failures[0].contains("ip_vs"), "{}", failures[0]);
 }
 
 #[test]

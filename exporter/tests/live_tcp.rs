@@ -147,3 +147,43 @@ fn vanishing_processes_and_namespaces_never_break_a_scrape() {
     assert!(churn.join().unwrap() > 0, "the churn thread ran");
     assert!(!e.log().contains("panic"), "{}", e.log());
 }
+
+/// The kernel accepts nodesleuth's socket filter (its audit rejects malformed bytecode) and returns exactly the
+/// ESTABLISHED sockets whose remote endpoint is listed: how client connections to IPVS virtual services are found
+/// without dumping every socket.
+#[test]
+fn kernel_filter_selects_sockets_by_remote_endpoint() {
+    require_root();
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("[::1]:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let _clients: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(a_addr).unwrap())
+        .chain((0..2).map(|_| TcpStream::connect(b_addr).unwrap()))
+        .chain((0..4).map(|_| TcpStream::connect(other.local_addr().unwrap()).unwrap()))
+        .collect();
+    let sock = nodesleuth::sock_diag::open_local().unwrap();
+    let mut buf = Vec::new();
+    let mut seen: Vec<SocketAddr> = Vec::new();
+    let est = nodesleuth_parse::tcp_state::TcpState::Established.mask();
+    nodesleuth::sock_diag::dump_tcp_filtered(&sock, est, &[a_addr, b_addr], &mut buf, |s| {
+        seen.push(SocketAddr::new(s.remote_addr, s.remote_port))
+    })
+    .expect("the kernel accepts the filter");
+    seen.sort();
+    let mut want = vec![a_addr; 3];
+    want.extend(vec![b_addr; 2]);
+    want.sort();
+    assert_eq!(seen, want, "only client sockets whose remote is a listed endpoint");
+    // Many endpoints (one filter of ~1,500 entries, as the scanner sends) are accepted too.
+    let many: Vec<SocketAddr> = (0..1500u32)
+        .map(|i| SocketAddr::from(([10, 96, (i / 250) as u8, (i % 250) as u8], 443)))
+        .chain([a_addr])
+        .collect();
+    let mut n = 0;
+    nodesleuth::sock_diag::dump_tcp_filtered(&sock, est, &many, &mut buf, |_| n += 1)
+        .expect("a long filter is accepted");
+    assert_eq!(n, 3);
+}

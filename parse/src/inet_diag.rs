@@ -56,7 +56,7 @@ pub fn tcp_dump_request_all_families(states: u32, seq: u32) -> [u8; 76] {
 /// `INET_DIAG_REQ_BYTECODE`: the request attribute carrying a socket filter the kernel runs per socket.
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_BC_JMP: u8 = 1;
-const INET_DIAG_BC_D_COND: u8 = 7;
+const INET_DIAG_BC_D_COND: u8 = 8;
 
 /// Filter bytecode accepting sockets whose remote endpoint is one of `endpoints` (address and port), for
 /// `sock_diag` requests. `None` when there are no endpoints or too many for one netlink attribute (callers split

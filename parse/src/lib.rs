@@ -5,6 +5,7 @@
 //! and under a fuzzer. Hot-path parsers (one call per socket or connection row) do not allocate per line.
 
 pub mod cgroup;
+pub mod genl;
 pub mod hex;
 pub mod inet_diag;
 pub mod ipvs;

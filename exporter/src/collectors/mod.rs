@@ -9,6 +9,7 @@ use crate::pods::PodResolver;
 use crate::registry::Collector;
 use crate::sockets::{ScanConfig, SocketScanner};
 
+pub mod ipvs;
 pub mod memory;
 pub mod systemd;
 pub mod tcp;
@@ -37,6 +38,7 @@ impl Shared {
 pub fn build(name: &str, args: &ExporterArgs, shared: &Shared) -> Option<Arc<dyn Collector>> {
     Some(match name {
         "tcp" => tcp::build(&args.tcp, shared),
+        "ipvs" => ipvs::build(&args.ipvs, shared),
         "memory" => memory::build(&args.memory, shared),
         "systemd" => systemd::build(&args.systemd, shared),
         _ => return None,

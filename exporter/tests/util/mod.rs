@@ -157,7 +157,7 @@ impl NetNs {
     pub fn new(tag: &str) -> NetNs {
         require_tool("ip");
         let name = format!("nstest-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
         run("ip", &["netns", "add", &name]);
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
         NetNs { name }
@@ -235,4 +235,232 @@ impl Drop for Holder {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Like [`Exporter::start`], with extra environment variables for the exporter.
+pub fn start_exporter_with_env(args: &[&str], env: &[(&str, &str)]) -> Exporter {
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_nodesleuth"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("start nodesleuth");
+    let e = Exporter { port, child, log };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if http_get(port, "/healthz").is_ok() {
+            return e;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nodesleuth did not come up; log:\n{}", e.log());
+}
+
+/// A real systemd (the one installed, 252 on Debian 12) running as PID 1 of new PID and mount namespaces, with
+/// dbus-daemon socket-activated under it. From the host its system bus is at
+/// `/proc/<pid>/root/run/dbus/system_bus_socket`.
+///
+/// Always cleaned up: on drop (also when a test panics) PID 1 of the namespace gets SIGKILL, which makes the kernel
+/// kill every process in the namespace; `unshare --kill-child` and a parent-death signal on `unshare` do the same if
+/// the test process itself dies.
+pub struct SystemdSandbox {
+    /// Host PID of the sandbox's PID 1 (systemd).
+    pub pid: u32,
+    unshare: Child,
+    dir: tempfile::TempDir,
+}
+
+const SANDBOX_SYSTEMD: &str = "/lib/systemd/systemd";
+
+impl SystemdSandbox {
+    pub fn start() -> SystemdSandbox {
+        use std::os::unix::process::CommandExt;
+        require_root();
+        for tool in ["unshare", "nsenter", "systemd-run", "systemctl", "busctl", "dbus-daemon"] {
+            require_tool(tool);
+        }
+        assert!(
+            Path::new(SANDBOX_SYSTEMD).is_file(),
+            "{SANDBOX_SYSTEMD} is not installed (Debian package `systemd`); run tests/run-all.sh, which installs it"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join("units");
+        std::fs::create_dir(&units).unwrap();
+        for unit in ["dbus.socket", "dbus.service"] {
+            let from = Path::new("/lib/systemd/system").join(unit);
+            std::fs::copy(&from, units.join(unit))
+                .unwrap_or_else(|e| panic!("{}: {e} (Debian package `dbus` installs it)", from.display()));
+        }
+        std::fs::write(units.join("test.target"), "[Unit]\nDescription=test\nWants=dbus.socket dbus.service\n")
+            .unwrap();
+        // dbus.socket and dbus.service depend on these; without them systemd cannot re-activate dbus-daemon after
+        // it dies (the socket unit fails with "resources").
+        for stub in ["sysinit.target", "sockets.target", "basic.target"] {
+            std::fs::write(units.join(stub), format!("[Unit]\nDescription=stub {stub}\n")).unwrap();
+        }
+        let script = dir.path().join("pid1.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "set -e\nmount -t tmpfs tmpfs /run\nmkdir -p /run/dbus\n\
+                 SYSTEMD_UNIT_PATH={} container=unshare exec {SANDBOX_SYSTEMD} --system --unit=test.target\n",
+                units.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("systemd.log")).unwrap();
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--mount-proc", "--propagation", "private"])
+            .arg("sh")
+            .arg(&script)
+            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let unshare = cmd.spawn().expect("spawn unshare");
+        let mut sandbox = SystemdSandbox { pid: 0, unshare, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sandbox.pid == 0 {
+            assert!(Instant::now() < deadline, "sandbox systemd did not start; log:\n{}", sandbox.log());
+            if let Ok(Some(st)) = sandbox.unshare.try_wait() {
+                panic!("unshare exited ({st}); log:\n{}", sandbox.log());
+            }
+            sandbox.pid = children_of(sandbox.unshare.id())
+                .into_iter()
+                .find(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e.ends_with("systemd")))
+                .unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Ready once systemd answers on its bus.
+        loop {
+            let ok = sandbox.busctl(&["get-property", SD, SD_PATH, SD_MANAGER, "Version"]).is_ok();
+            if ok {
+                return sandbox;
+            }
+            assert!(Instant::now() < deadline, "sandbox bus did not come up; log:\n{}", sandbox.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The sandbox's system bus as seen from the host.
+    pub fn address(&self) -> String {
+        format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", self.pid)
+    }
+
+    /// A command run inside the sandbox's PID and mount namespaces (where `systemctl` and `systemd-run` find its
+    /// systemd on their own).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid.to_string(), "-m", "-p", program]).env_remove("DBUS_SYSTEM_BUS_ADDRESS");
+        c
+    }
+
+    /// Runs a program inside the sandbox and returns its stdout; panics with its output when it fails.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = self.command(program).args(args).output().unwrap_or_else(|e| panic!("nsenter {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} in the sandbox failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `busctl` against the sandbox's bus from the host; `Err` carries its stderr.
+    pub fn busctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", self.address()))
+            .args(args)
+            .output()
+            .map_err(|e| format!("busctl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    /// A Manager property as `busctl` prints it (`s "252.38-1~deb12u1"`, `u 0`).
+    pub fn manager_property(&self, name: &str) -> String {
+        self.busctl(&["get-property", SD, SD_PATH, SD_MANAGER, name]).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// SIGSTOP / SIGCONT to the sandbox's systemd.
+    pub fn freeze(&self) {
+        signal(self.pid, libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        signal(self.pid, libc::SIGCONT);
+    }
+
+    /// Host PID of the sandbox's dbus-daemon, if one runs.
+    pub fn dbus_daemon_pid(&self) -> Option<u32> {
+        children_of(self.pid)
+            .into_iter()
+            .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "dbus-daemon"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("systemd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SystemdSandbox {
+    fn drop(&mut self) {
+        if self.pid != 0 {
+            // PID 1 of a namespace ignores signals from inside it, but SIGKILL from an ancestor namespace always
+            // lands (also while it is stopped), and its death kills every process of the namespace.
+            signal(self.pid, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.unshare.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+const SD: &str = "org.freedesktop.systemd1";
+const SD_PATH: &str = "/org/freedesktop/systemd1";
+const SD_MANAGER: &str = "org.freedesktop.systemd1.Manager";
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert!(rc == 0 || sig == libc::SIGKILL, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
+
+/// Host PIDs whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+                // The command name is in parentheses and may contain spaces: the fields after it start at the last ')'.
+                let rest = &s[s.rfind(')')? + 2..];
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            }) == Some(parent)
+        })
+        .collect()
 }

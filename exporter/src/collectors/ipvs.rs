@@ -1,0 +1,419 @@
+//! IPVS: kube-proxy's virtual services, its connection table, and client connections it has already forgotten.
+//!
+//! **What it catches.** A client in a pod calls a Service VIP; kube-proxy's IPVS keeps the translation in a
+//! connection entry that expires after the TCP timeout (900 s by default) of silence. If the server answers after
+//! that, the reply is no longer translated back to the VIP, the client's kernel answers it with RST, the server
+//! closes cleanly, and the client waits forever on an ESTABLISHED socket. Nothing else shows this: node_exporter
+//! reads only `ip_vs` and `ip_vs_stats`, never the connection table.
+//!
+//! **What it reads.** From the host namespace (through one of its processes): `net/ip_vs` (services and real
+//! servers), `net/ip_vs_stats` (totals), `net/ip_vs_conn` (streamed once per scrape, memory bounded by services,
+//! not rows), and the timeouts over generic netlink (`IPVS_CMD_GET_CONFIG`), or from flags where netlink is not
+//! available. The client side comes from the shared socket scan ([`crate::sockets`]): every namespace's ESTABLISHED
+//! sockets whose remote endpoint is a TCP virtual service, fetched with a kernel-side filter.
+//!
+//! **What it exports.** Per service and real server: connections and weight; totals as counters; the connection
+//! table per service and state; an idle-time histogram of ESTABLISHED entries per service; the timeouts; and, per
+//! client pod and service, client connections, `nodesleuth_ipvs_orphaned_connections` (an ESTABLISHED socket to a
+//! VIP with no entry for its client address and port) and `nodesleuth_ipvs_connections_near_expiry`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nodesleuth_parse::genl;
+use nodesleuth_parse::ipvs::{self, ConnState, Connection, Protocol, VirtualService};
+
+use crate::metrics::Sink;
+use crate::netns;
+use crate::procfs;
+use crate::registry::{CollectError, Collector, ScrapeContext};
+use crate::sockets::{SocketScanner, canonical};
+
+/// Flags of the IPVS collector.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IpvsArgs {
+    /// IPVS: TCP timeout in seconds, used when the kernel's cannot be read over netlink (kernel default 900).
+    #[arg(long = "collector.ipvs.timeout-tcp", default_value_t = 900)]
+    pub timeout_tcp: u32,
+    /// IPVS: TCP FIN timeout in seconds, used when netlink is not available (kernel default 120).
+    #[arg(long = "collector.ipvs.timeout-tcpfin", default_value_t = 120)]
+    pub timeout_tcp_fin: u32,
+    /// IPVS: UDP timeout in seconds, used when netlink is not available (kernel default 300).
+    #[arg(long = "collector.ipvs.timeout-udp", default_value_t = 300)]
+    pub timeout_udp: u32,
+    /// IPVS: an entry of a client connection counts as near expiry when less than this fraction of the TCP
+    /// timeout is left.
+    #[arg(long = "collector.ipvs.near-expiry-ratio", default_value_t = 0.1)]
+    pub near_expiry_ratio: f64,
+    /// IPVS: export per-real-server series (active/inactive connections, weight); off on very large clusters.
+    #[arg(long = "collector.ipvs.backend-metrics", default_value_t = true, action = clap::ArgAction::Set)]
+    pub backend_metrics: bool,
+}
+
+pub fn build(args: &IpvsArgs, shared: &super::Shared) -> Arc<dyn Collector> {
+    Arc::new(IpvsCollector {
+        args: args.clone(),
+        scanner: shared.sockets.clone(),
+        buf: Mutex::new(Vec::new()),
+        absent_logged: AtomicBool::new(false),
+    })
+}
+
+pub struct IpvsCollector {
+    args: IpvsArgs,
+    scanner: Arc<SocketScanner>,
+    buf: Mutex<Vec<u8>>,
+    absent_logged: AtomicBool,
+}
+
+/// Upper bounds (seconds) of the idle-time histogram. Fixed, so series stay comparable when timeouts change;
+/// dense near the 900 s default.
+const IDLE_BUCKETS: [f64; 12] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 750.0, 810.0, 870.0, 900.0, 1800.0];
+
+/// Connection-table aggregate of one virtual service.
+#[derive(Default)]
+struct ServiceAgg {
+    /// Entries per state name (few distinct names: linear search, no allocation per row).
+    states: Vec<(String, u64)>,
+    idle_buckets: [u64; IDLE_BUCKETS.len()],
+    idle_sum: f64,
+    idle_count: u64,
+}
+
+/// A client socket to a virtual service, and what the connection table says of it.
+struct ClientSocket {
+    namespace: usize,
+    matched: bool,
+    near_expiry: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    tcp: u32,
+    tcp_fin: u32,
+    udp: u32,
+    source: &'static str,
+}
+
+const HELP_ACTIVE: &str = "Active connections (ActiveConn) of an IPVS real server.";
+const HELP_INACTIVE: &str = "Inactive connections (InActConn) of an IPVS real server.";
+const HELP_WEIGHT: &str = "Scheduling weight of an IPVS real server.";
+const HELP_ENTRIES: &str = "IPVS connection-table entries per virtual service and state.";
+const HELP_IDLE: &str =
+    "Idle time (timeout minus Expires) of ESTABLISHED IPVS connection entries, per virtual service.";
+const HELP_TIMEOUT: &str =
+    "IPVS protocol timeout; source says whether it was read from the kernel (netlink) or is the flag's value (flag).";
+const HELP_CLIENTS: &str =
+    "ESTABLISHED client sockets in a network namespace whose remote endpoint is an IPVS TCP virtual service.";
+const HELP_ORPHANED: &str = "Client sockets to an IPVS virtual service that have no IPVS connection entry: replies can no longer be translated back (the client will hang).";
+const HELP_NEAR: &str = "Client sockets to an IPVS virtual service whose entry has less than the near-expiry ratio of the TCP timeout left.";
+
+impl Collector for IpvsCollector {
+    fn name(&self) -> &'static str {
+        "ipvs"
+    }
+
+    fn collect(&self, ctx: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+        let table = ctx.processes();
+        let host_pid = table
+            .host_netns
+            .and_then(|h| table.by_netns.get(&h))
+            .and_then(|p| p.first().copied())
+            .ok_or_else(|| CollectError::Other("host network namespace not found in the process table".into()))?;
+        let services_path = ctx.proc.pid_path(host_pid, "net/ip_vs");
+        let services_text = match std::fs::read(&services_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // IPVS not loaded (iptables-mode kube-proxy, or no IPVS in this kernel): nothing to report.
+                if !self.absent_logged.swap(true, Ordering::Relaxed) {
+                    tracing::info!(path = %services_path.display(), "ipvs: not loaded on this node; collector idle");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(CollectError::io(services_path, e)),
+        };
+        let timeouts = self.timeouts(&ctx.proc.pid_path(host_pid, "ns/net"));
+        for (protocol, value) in [("tcp", timeouts.tcp), ("tcpfin", timeouts.tcp_fin), ("udp", timeouts.udp)] {
+            sink.gauge(
+                "nodesleuth_ipvs_timeout_seconds",
+                HELP_TIMEOUT,
+                &[("protocol", protocol), ("source", timeouts.source)],
+                f64::from(value),
+            );
+        }
+
+        // Services and real servers.
+        let services = ipvs::parse_services(&services_text).map_err(|e| CollectError::Other(e.to_string()))?;
+        let mut known: HashMap<(Protocol, SocketAddr), ServiceAgg> = HashMap::new();
+        let mut bad_services = 0usize;
+        for service in services {
+            let service = match service {
+                Ok(s) => s,
+                Err(e) => {
+                    bad_services += 1;
+                    if bad_services == 1 {
+                        sink.problem(format!("{}: {e}", services_path.display()));
+                    }
+                    continue;
+                }
+            };
+            let (protocol, vaddr, vport) = service_labels(&service.virtual_service);
+            if let VirtualService::Socket { protocol: p, addr } = service.virtual_service {
+                known.entry((p, canonical_addr(addr))).or_default();
+            }
+            if !self.args.backend_metrics {
+                continue;
+            }
+            for rs in &service.real_servers {
+                let (raddr, rport) = (rs.addr.ip().to_string(), rs.addr.port().to_string());
+                let labels = [
+                    ("protocol", protocol.as_str()),
+                    ("virtual_address", vaddr.as_str()),
+                    ("virtual_port", vport.as_str()),
+                    ("real_address", raddr.as_str()),
+                    ("real_port", rport.as_str()),
+                ];
+                sink.gauge(
+                    "nodesleuth_ipvs_backend_connections_active",
+                    HELP_ACTIVE,
+                    &labels,
+                    f64::from(rs.active_conns),
+                );
+                sink.gauge(
+                    "nodesleuth_ipvs_backend_connections_inactive",
+                    HELP_INACTIVE,
+                    &labels,
+                    f64::from(rs.inactive_conns),
+                );
+                sink.gauge("nodesleuth_ipvs_backend_weight", HELP_WEIGHT, &labels, f64::from(rs.weight));
+            }
+        }
+
+        self.export_stats(&ctx.proc.pid_path(host_pid, "net/ip_vs_stats"), sink);
+
+        // Client sockets from every namespace (the scan shared with the tcp collector), then one pass over the
+        // connection table that aggregates and marks the sockets it has entries for.
+        let scan = self.scanner.scan(ctx);
+        for p in &scan.problems {
+            sink.problem(p.clone());
+        }
+        let mut clients: HashMap<(SocketAddr, SocketAddr), ClientSocket> = HashMap::new();
+        for (i, ns) in scan.namespaces.iter().enumerate() {
+            for (local, remote) in ns.sockets.iter().flat_map(|s| s.to_virtual_services.iter()) {
+                clients.entry((*local, *remote)).or_insert(ClientSocket {
+                    namespace: i,
+                    matched: false,
+                    near_expiry: false,
+                });
+            }
+        }
+        let conn_path = ctx.proc.pid_path(host_pid, "net/ip_vs_conn");
+        let near_limit = (self.args.near_expiry_ratio * f64::from(timeouts.tcp)) as u32;
+        let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows = RowStats::default();
+        let read = procfs::for_each_line(&conn_path, &mut buf, |line| {
+            rows.lines += 1;
+            if rows.lines == 1 {
+                if !line.starts_with(b"Pro FromIP") {
+                    rows.bad_header = true;
+                }
+                return;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return;
+            }
+            let conn = match Connection::from_row(line) {
+                Ok(c) => c,
+                Err(e) => {
+                    rows.malformed += 1;
+                    rows.first_error.get_or_insert_with(|| format!("line {}: {e}", rows.lines));
+                    return;
+                }
+            };
+            if conn.is_persistence_template() {
+                return;
+            }
+            let vip = canonical_addr(conn.virtual_addr);
+            let agg = known.get_mut(&(conn.protocol, vip));
+            let established = conn.state == ConnState::Established;
+            if let Some(agg) = agg {
+                let state = conn.state.as_str();
+                match agg.states.iter_mut().find(|(s, _)| s == state) {
+                    Some((_, n)) => *n += 1,
+                    None => agg.states.push((state.to_string(), 1)),
+                }
+                if established && conn.protocol == Protocol::TCP {
+                    let idle = timeouts.tcp.saturating_sub(conn.expires_secs.min(timeouts.tcp));
+                    for (i, le) in IDLE_BUCKETS.iter().enumerate() {
+                        if f64::from(idle) <= *le {
+                            agg.idle_buckets[i] += 1;
+                        }
+                    }
+                    agg.idle_sum += f64::from(idle);
+                    agg.idle_count += 1;
+                }
+            } else {
+                rows.unknown_service += 1;
+            }
+            if conn.protocol == Protocol::TCP
+                && let Some(c) = clients.get_mut(&(canonical_addr(conn.client), vip))
+            {
+                c.matched = true;
+                if established && conn.expires_secs < near_limit {
+                    c.near_expiry = true;
+                }
+            }
+        });
+        drop(buf);
+        match read {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => sink.problem(format!("{}: {e}", conn_path.display())),
+        }
+        if rows.bad_header {
+            sink.problem(format!("{}: unexpected header line", conn_path.display()));
+        }
+        if let Some(first) = &rows.first_error {
+            sink.problem(format!(
+                "{}: {} malformed row(s) skipped, first at {first}",
+                conn_path.display(),
+                rows.malformed
+            ));
+        }
+
+        for ((protocol, vip), agg) in &known {
+            let (p, a, port) = (protocol.name().as_str().to_string(), vip.ip().to_string(), vip.port().to_string());
+            let base = [("protocol", p.as_str()), ("virtual_address", a.as_str()), ("virtual_port", port.as_str())];
+            for (state, n) in &agg.states {
+                sink.gauge(
+                    "nodesleuth_ipvs_connection_entries",
+                    HELP_ENTRIES,
+                    &[base[0], base[1], base[2], ("state", state)],
+                    *n as f64,
+                );
+            }
+            if *protocol == Protocol::TCP {
+                let buckets = IDLE_BUCKETS.iter().zip(agg.idle_buckets).map(|(le, n)| (*le, n)).collect();
+                sink.histogram(
+                    "nodesleuth_ipvs_established_idle_seconds",
+                    HELP_IDLE,
+                    &base,
+                    buckets,
+                    agg.idle_sum,
+                    agg.idle_count,
+                );
+            }
+        }
+
+        // Per client namespace and service: totals, orphans, near expiry (zeros included while connections exist).
+        let mut per: HashMap<(usize, SocketAddr), [u64; 3]> = HashMap::new();
+        for ((_, vip), c) in &clients {
+            let e = per.entry((c.namespace, *vip)).or_default();
+            e[0] += 1;
+            e[1] += u64::from(!c.matched);
+            e[2] += u64::from(c.near_expiry);
+        }
+        for ((ns, vip), [total, orphaned, near]) in per {
+            let ns = &scan.namespaces[ns];
+            let (a, port) = (vip.ip().to_string(), vip.port().to_string());
+            let labels = [
+                ("namespace", &*ns.pod.namespace),
+                ("pod", &*ns.pod.pod),
+                ("netns", ns.label.as_str()),
+                ("virtual_address", a.as_str()),
+                ("virtual_port", port.as_str()),
+            ];
+            sink.gauge("nodesleuth_ipvs_client_connections", HELP_CLIENTS, &labels, total as f64);
+            sink.gauge("nodesleuth_ipvs_orphaned_connections", HELP_ORPHANED, &labels, orphaned as f64);
+            sink.gauge("nodesleuth_ipvs_connections_near_expiry", HELP_NEAR, &labels, near as f64);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RowStats {
+    lines: u64,
+    malformed: u64,
+    unknown_service: u64,
+    bad_header: bool,
+    first_error: Option<String>,
+}
+
+impl IpvsCollector {
+    fn export_stats(&self, path: &Path, sink: &mut Sink) {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => return sink.problem(format!("{}: {e}", path.display())),
+        };
+        match ipvs::parse_stats(&bytes) {
+            Ok(stats) => {
+                let t = stats.totals;
+                for (name, help, v) in [
+                    (
+                        "nodesleuth_ipvs_connections_total",
+                        "Connections IPVS has scheduled since it was loaded.",
+                        t.connections,
+                    ),
+                    ("nodesleuth_ipvs_incoming_packets_total", "Packets IPVS received.", t.incoming_packets),
+                    ("nodesleuth_ipvs_outgoing_packets_total", "Packets IPVS sent.", t.outgoing_packets),
+                    ("nodesleuth_ipvs_incoming_bytes_total", "Bytes IPVS received.", t.incoming_bytes),
+                    ("nodesleuth_ipvs_outgoing_bytes_total", "Bytes IPVS sent.", t.outgoing_bytes),
+                ] {
+                    sink.counter(name, help, &[], v as f64);
+                }
+            }
+            Err(e) => sink.problem(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// The kernel's timeouts over generic netlink in the host namespace, else the flags.
+    fn timeouts(&self, host_ns: &Path) -> Timeouts {
+        let flags = Timeouts {
+            tcp: self.args.timeout_tcp,
+            tcp_fin: self.args.timeout_tcp_fin,
+            udp: self.args.timeout_udp,
+            source: "flag",
+        };
+        match read_kernel_timeouts(host_ns) {
+            Ok(t) => Timeouts { tcp: t.tcp, tcp_fin: t.tcp_fin, udp: t.udp, source: "netlink" },
+            Err(e) => {
+                tracing::debug!(error = %e, "ipvs: timeouts not readable over netlink, using flags");
+                flags
+            }
+        }
+    }
+}
+
+fn read_kernel_timeouts(host_ns: &Path) -> Result<genl::IpvsTimeouts, String> {
+    let paths: Vec<PathBuf> = vec![host_ns.to_path_buf()];
+    let sock = netns::sockets_in(&paths, libc::AF_NETLINK, libc::SOCK_RAW, genl::NETLINK_GENERIC)
+        .pop()
+        .ok_or("no socket")?
+        .map_err(|e| format!("netlink socket in host namespace: {e}"))?;
+    let reply = crate::sock_diag::roundtrip(&sock, &genl::get_family_request(genl::IPVS_GENL_NAME, 1))
+        .map_err(|e| e.to_string())?;
+    let family = genl::parse_family_id(&reply).map_err(|e| format!("IPVS generic netlink family: {e}"))?;
+    let reply =
+        crate::sock_diag::roundtrip(&sock, &genl::ipvs_get_config_request(family, 2)).map_err(|e| e.to_string())?;
+    genl::parse_ipvs_config(&reply).map_err(|e| format!("IPVS_CMD_GET_CONFIG: {e}"))
+}
+
+/// (protocol, virtual_address, virtual_port) label values of a service. Firewall-mark services have
+/// `protocol="fwm"`, the mark as `virtual_address` and port 0.
+fn service_labels(vs: &VirtualService) -> (String, String, String) {
+    match vs {
+        VirtualService::Socket { protocol, addr } => {
+            (protocol.name().as_str().to_string(), addr.ip().to_string(), addr.port().to_string())
+        }
+        VirtualService::FirewallMark(mark) => ("fwm".to_string(), mark.to_string(), "0".to_string()),
+    }
+}
+
+fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(a.ip()), a.port())
+}
