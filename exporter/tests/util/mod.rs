@@ -44,6 +44,11 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn start(args: &[&str]) -> Exporter {
+        Self::start_when(args, |port| http_get(port, "/healthz").is_ok())
+    }
+
+    /// Starts the exporter and waits until `ready(port)` holds (for servers that do not speak plain HTTP).
+    pub fn start_when(args: &[&str], ready: impl Fn(u16) -> bool) -> Exporter {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nodesleuth"))
@@ -53,11 +58,14 @@ impl Exporter {
             .stderr(log.reopen().unwrap())
             .spawn()
             .expect("start nodesleuth");
-        let e = Exporter { port, child, log };
+        let mut e = Exporter { port, child, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if http_get(port, "/healthz").is_ok() {
+            if ready(port) {
                 return e;
+            }
+            if let Ok(Some(status)) = e.child.try_wait() {
+                panic!("nodesleuth exited with {status}; log:\n{}", e.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -77,6 +85,18 @@ impl Exporter {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits for the process to exit by itself, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 

@@ -1,0 +1,136 @@
+//! The HTTP side of the exporter, end to end with real clients: landing page and health, gzip, the
+//! exporter-toolkit web config (TLS and bcrypt basic auth, checked with curl and an openssl-made certificate),
+//! JSON logs, and graceful shutdown on SIGTERM.
+
+mod util;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use util::{Exporter, http_get, http_request, require_tool};
+
+fn only_tcp() -> Vec<&'static str> {
+    vec!["--no-collector.ipvs", "--no-collector.memory", "--no-collector.systemd"]
+}
+
+#[test]
+fn landing_page_health_and_gzip() {
+    let e = Exporter::start(&only_tcp());
+    let (status, body) = http_get(e.port, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("href=\"/metrics\"") && body.contains("<li>tcp</li>"), "{body}");
+    assert_eq!(http_get(e.port, "/healthz").unwrap(), (200, "ok\n".to_string()));
+    assert_eq!(http_get(e.port, "/nope").unwrap().0, 404);
+    // gzip only when asked, and the payload really is gzip.
+    let curl = require_tool("curl");
+    let out = Command::new(&curl)
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "-H", "Accept-Encoding: gzip"])
+        .arg(format!("http://127.0.0.1:{}/metrics", e.port))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(headers.contains("content-encoding: gzip"), "{headers}");
+    let out = Command::new(&curl)
+        .args(["-sS", "--compressed"])
+        .arg(format!("http://127.0.0.1:{}/metrics", e.port))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nodesleuth_build_info"), "decompressed body");
+}
+
+#[test]
+fn web_config_tls_and_basic_auth_in_exporter_toolkit_format() {
+    let openssl = require_tool("openssl");
+    let curl = require_tool("curl");
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let st = Command::new(openssl)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    // Relative file names are relative to the config file, as in exporter-toolkit.
+    let config = dir.path().join("web.yml");
+    std::fs::write(
+        &config,
+        format!("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: {hash}\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"),
+    )
+    .unwrap();
+    let mut args = only_tcp();
+    let flag = format!("--web.config.file={}", config.display());
+    args.push(&flag);
+    let e = Exporter::start_when(&args, |port| {
+        Command::new(&curl)
+            .args(["-s", "-o", "/dev/null", "--cacert"])
+            .arg(&crt)
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let url = format!("https://127.0.0.1:{}/metrics", e.port);
+    let code = |extra: &[&str]| -> String {
+        let out = Command::new(&curl)
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&crt)
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(code(&[]), "401", "no credentials");
+    assert_eq!(code(&["-u", "prometheus:wrong"]), "401", "wrong password");
+    assert_eq!(code(&["-u", "prometheus:s3cret"]), "200", "right password over TLS");
+    let out = Command::new(&curl)
+        .args(["-s", "-D", "-", "-u", "prometheus:s3cret", "--cacert"])
+        .arg(&crt)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("nodesleuth_build_info") && text.to_ascii_lowercase().contains("x-content-type-options: nosniff"),
+        "{text}"
+    );
+    // Plain HTTP on the TLS port is refused.
+    assert!(http_request(e.port, "/metrics", &[]).map(|(s, _)| s != 200).unwrap_or(true));
+}
+
+#[test]
+fn a_broken_web_config_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("web.yml");
+    std::fs::write(&config, "tls_server_config:\n  cert_fiel: x\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodesleuth"))
+        .arg(format!("--web.config.file={}", config.display()))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `cert_fiel`") && err.contains("web.yml"), "{err}");
+}
+
+#[test]
+fn json_logs_and_graceful_shutdown_on_sigterm() {
+    let mut args = only_tcp();
+    args.push("--log.format=json");
+    let mut e = Exporter::start(&args);
+    e.scrape();
+    let started = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(e.pid() as i32, libc::SIGTERM) }, 0);
+    let status = e.wait_exit(Duration::from_secs(30)).expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let log = e.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with('{') && l.ends_with('}')), "every line is a JSON object:\n{log}");
+    assert!(log.contains("\"shutting down\""), "{log}");
+}
