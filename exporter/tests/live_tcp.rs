@@ -187,3 +187,28 @@ fn kernel_filter_selects_sockets_by_remote_endpoint() {
         .expect("a long filter is accepted");
     assert_eq!(n, 3);
 }
+
+/// With no time for the fd walk, CLOSE_WAIT sockets are still counted exactly (unattributed, `process=""`) and the
+/// scrape succeeds instead of overrunning its deadline; with time, the same sockets are attributed.
+#[test]
+fn owner_search_budget_keeps_counts_exact_and_the_scrape_alive() {
+    require_root();
+    let ns = NetNs::new("budget");
+    let _h = holder(ns.command("python3"), "cw-budget", 40, 0, 0, 8, 0);
+    let starved = Exporter::start(&["--collector.tcp.owner-search-budget=0s"]);
+    let m = starved.scrape();
+    assert_eq!(sample(&m, "nodesleuth_tcp_sockets", &[("netns", &ns.name), ("state", "close_wait")]), Some(40.0));
+    assert_eq!(
+        sample(&m, "nodesleuth_tcp_close_wait_sockets", &[("netns", &ns.name), ("process", "")]),
+        Some(40.0),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "tcp")]), Some(1.0));
+    assert!(starved.log().contains("time budget"), "{}", starved.log());
+    let m = Exporter::start(&[]).scrape();
+    assert_eq!(
+        sample(&m, "nodesleuth_tcp_close_wait_sockets", &[("netns", &ns.name), ("process", "cw-budget")]),
+        Some(40.0),
+        "{m}"
+    );
+}

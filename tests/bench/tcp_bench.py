@@ -98,7 +98,9 @@ def main():
         print(f"opened {2 * (pairs_total + cw_total)} sockets in {holders_n} holders in {time.time() - t0:.1f}s", flush=True)
 
         ns_port, ne_port = free_port(), free_port()
+        # The TCP collector alone, as node_exporter runs tcpstat alone.
         ns = subprocess.Popen([args.nodesleuth, f"--web.listen-address=127.0.0.1:{ns_port}", "--collector.tcp",
+                               "--no-collector.ipvs", "--no-collector.memory", "--no-collector.systemd",
                                "--log.level=warn"])
         ne = subprocess.Popen([args.node_exporter, f"--web.listen-address=127.0.0.1:{ne_port}",
                                "--collector.disable-defaults", "--collector.tcpstat", "--log.level=warn"])

@@ -45,6 +45,10 @@ pub struct TcpArgs {
     /// per-namespace counters (exact at any instant, slower with many connections).
     #[arg(long = "collector.tcp.exact-counts")]
     pub exact_counts: bool,
+    /// TCP: time one scrape may spend walking /proc/<pid>/fd to find CLOSE_WAIT owners; the rest are found in
+    /// later scrapes (a first scrape on a node with a million descriptors needs seconds).
+    #[arg(long = "collector.tcp.owner-search-budget", default_value = "2s", value_parser = crate::cli::parse_duration)]
+    pub owner_search_budget: std::time::Duration,
 }
 
 /// Builds the collector from its flags.
@@ -52,6 +56,7 @@ pub fn build(args: &TcpArgs, shared: &super::Shared) -> Arc<dyn Collector> {
     Arc::new(TcpCollector {
         close_wait_top_n: args.close_wait_top_n,
         listen_ports_max: args.listen_ports_max,
+        owner_search_budget: args.owner_search_budget,
         pods: shared.pods.clone(),
         scanner: shared.sockets.clone(),
         state: Mutex::new(State::default()),
@@ -61,6 +66,7 @@ pub fn build(args: &TcpArgs, shared: &super::Shared) -> Arc<dyn Collector> {
 pub struct TcpCollector {
     close_wait_top_n: usize,
     listen_ports_max: usize,
+    owner_search_budget: std::time::Duration,
     pods: Arc<PodResolver>,
     scanner: Arc<SocketScanner>,
     state: Mutex<State>,
@@ -77,6 +83,15 @@ struct State {
     last_full_check: Option<std::time::Instant>,
     /// Whether this scrape re-checks owners fd by fd.
     full_check: bool,
+    /// When this scrape's fd walks must stop (`--collector.tcp.owner-search-budget`). A node with hundreds of
+    /// thousands of descriptors needs seconds for the first walk after start-up; instead of overrunning the scrape
+    /// deadline (and losing every TCP series with it) the walk stops, the sockets not yet found stay unattributed
+    /// (`process=""`) for this scrape, and the next scrape resumes where this one stopped.
+    walk_deadline: Option<std::time::Instant>,
+    /// Per namespace label: the pid an interrupted fd walk resumes from.
+    walk_cursor: HashMap<String, u32>,
+    /// Namespaces whose interrupted walk has been logged.
+    walk_logged: HashSet<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +133,7 @@ impl Collector for TcpCollector {
         if state.full_check {
             state.last_full_check = Some(std::time::Instant::now());
         }
+        state.walk_deadline = Some(std::time::Instant::now() + self.owner_search_budget);
         let mut seen_inodes = HashSet::new();
         for ns in &scan.namespaces {
             let Some(sockets) = &ns.sockets else { continue };
@@ -181,7 +197,7 @@ impl TcpCollector {
         if scan.close_wait.is_empty() {
             return;
         }
-        let owners = attribute(&ctx.proc, &ns.pids, &scan.close_wait, state);
+        let owners = attribute(&ctx.proc, &ns.label, &ns.pids, &scan.close_wait, state);
         // Group by (owner pod, container, process, port).
         let mut who: HashMap<u32, (PodInfo, String)> = HashMap::new();
         let mut groups: HashMap<(PodInfo, String, u16), u64> = HashMap::new();
@@ -230,7 +246,7 @@ impl TcpCollector {
 
 /// Finds the process holding each CLOSE_WAIT socket. Cached owners are re-validated with one readlink; the rest
 /// trigger a walk of the namespace's processes' fd tables that stops as soon as every socket is found.
-fn attribute(proc: &ProcFs, pids: &[u32], sockets: &[(u64, u16)], state: &mut State) -> HashMap<u64, u32> {
+fn attribute(proc: &ProcFs, netns: &str, pids: &[u32], sockets: &[(u64, u16)], state: &mut State) -> HashMap<u64, u32> {
     let mut found = HashMap::with_capacity(sockets.len());
     let mut missing: HashSet<u64> = HashSet::new();
     let mut alive: HashMap<u32, Option<u64>> = HashMap::new();
@@ -256,9 +272,18 @@ fn attribute(proc: &ProcFs, pids: &[u32], sockets: &[(u64, u16)], state: &mut St
     if !need_scan {
         return found;
     }
-    'procs: for &pid in pids {
+    // Resume an interrupted walk where it stopped, wrapping around.
+    let start = state.walk_cursor.remove(netns).map_or(0, |c| pids.partition_point(|p| *p < c));
+    let deadline = state.walk_deadline;
+    let mut interrupted = false;
+    'procs: for &pid in pids[start..].iter().chain(&pids[..start]) {
         let Ok(dir) = std::fs::read_dir(proc.pid_path(pid, "fd")) else { continue };
         for entry in dir.flatten() {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                state.walk_cursor.insert(netns.to_string(), pid);
+                interrupted = true;
+                break 'procs;
+            }
             let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
             if let Some(inode) = socket_inode_of(proc, pid, fd)
                 && missing.remove(&inode)
@@ -273,6 +298,15 @@ fn attribute(proc: &ProcFs, pids: &[u32], sockets: &[(u64, u16)], state: &mut St
             }
         }
     }
+    if interrupted {
+        tracing::info!(
+            netns,
+            unattributed = missing.len(),
+            "tcp: CLOSE_WAIT owner search hit its time budget; resuming next scrape"
+        );
+        return found;
+    }
+    state.walk_logged.remove(netns);
     for inode in missing {
         state.unowned.insert(inode, scrape);
     }
