@@ -152,9 +152,12 @@ impl Collector for TcpCollector {
             seen_inodes.extend(sockets.close_wait.iter().map(|(i, _)| *i));
             self.export_close_wait(ctx, ns, sockets, &mut state, sink);
         }
-        // Forget sockets that are gone.
+        // Forget sockets and namespaces that are gone.
         state.owners.retain(|inode, _| seen_inodes.contains(inode));
         state.unowned.retain(|inode, _| seen_inodes.contains(inode));
+        let live: HashSet<&str> = scan.namespaces.iter().map(|ns| ns.label.as_str()).collect();
+        state.walk_cursor.retain(|label, _| live.contains(label.as_str()));
+        state.walk_logged.retain(|label| live.contains(label.as_str()));
         Ok(())
     }
 }
