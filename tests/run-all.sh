@@ -19,9 +19,10 @@ die() { echo "run-all: FAILED: $*" >&2; exit 1; }
 command -v cargo >/dev/null || die "cargo is not installed (Rust toolchain required)"
 
 # Debian packages: promtool (prometheus), the benchmark peers, Alertmanager for the relay tests, iproute2 for
-# `ip netns`, python3 for socket holders, g++ for libFuzzer.
+# `ip netns`, python3 for socket holders, g++ for libFuzzer, systemd and dbus for the real-systemd sandbox,
+# openssl and curl for the TLS test.
 packages=(prometheus prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter iproute2 util-linux
-          python3 g++ curl)
+          python3 g++ curl openssl systemd dbus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,9 +33,11 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in promtool prometheus-node-exporter prometheus-alertmanager amtool ip unshare nsenter python3 c++; do
+for tool in promtool prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter amtool ip unshare \
+            nsenter python3 c++ curl openssl dbus-daemon busctl systemd-run systemctl; do
     command -v "$tool" >/dev/null || die "$tool is still missing after installing packages"
 done
+[ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing (package systemd)"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -484,3 +484,131 @@ pub fn children_of(parent: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A dbus-daemon of its own (no systemd on it) whose policy denies `org.freedesktop.DBus.Debug.Stats`, killed on
+/// drop.
+pub struct StatsDeniedBus {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl StatsDeniedBus {
+    pub fn start() -> StatsDeniedBus {
+        require_tool("dbus-daemon");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .arg("--nofork")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dbus-daemon");
+        let bus = StatsDeniedBus { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "dbus-daemon did not listen on {}", socket.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bus
+    }
+
+    pub fn address(&self) -> String {
+        format!("unix:path={}", self.dir.path().join("bus").display())
+    }
+}
+
+impl Drop for StatsDeniedBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Flags that turn off every collector of the binary except `keep` (read from `--help`, so that collectors added
+/// later do not leak into another collector's golden file).
+pub fn only_collector(keep: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodesleuth")).arg("--help").output().expect("nodesleuth --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let mut flags: Vec<String> = help
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("--no-collector."))
+        .map(|name| name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-'))
+        .filter(|name| *name != keep && !name.contains('.'))
+        .map(|name| format!("--no-collector.{name}"))
+        .collect();
+    flags.sort();
+    flags.dedup();
+    assert!(!flags.is_empty() || help.contains(&format!("--collector.{keep}")), "no collector flags in --help:\n{help}");
+    flags
+}
+
+/// Fails unless `promtool check metrics` accepts the exposition text.
+pub fn check_with_promtool(metrics: &str) {
+    use std::io::Write;
+    let promtool = require_tool("promtool");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Exporter {
+    /// Starts the exporter through a wrapper command (e.g. `setpriv --reuid=65534 …` to run it unprivileged).
+    pub fn start_via(wrapper: &[&str], args: &[&str]) -> Exporter {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_nodesleuth"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("start nodesleuth");
+        let e = Exporter { port, child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(port, "/healthz").is_ok() {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nodesleuth did not come up; log:\n{}", e.log());
+    }
+}
