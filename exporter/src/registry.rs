@@ -56,12 +56,20 @@ pub struct ScrapeContext {
     processes: OnceLock<Arc<ProcessTable>>,
     /// Every namespace's sockets, read once per scrape by [`crate::sockets::SocketScanner::scan`].
     pub(crate) socket_scan: OnceLock<Arc<crate::sockets::NetScan>>,
+    /// When the registry stops waiting for this scrape's collectors; a collector with its own timeouts (D-Bus)
+    /// shortens them to finish before it, so that it reports "down" rather than being cut off.
+    pub deadline: Option<Instant>,
 }
 
 impl ScrapeContext {
     pub fn new(host: Arc<HostPaths>) -> Self {
         let proc = ProcFs::new(host.procfs.clone());
-        ScrapeContext { host, proc, processes: OnceLock::new(), socket_scan: OnceLock::new() }
+        ScrapeContext { host, proc, processes: OnceLock::new(), socket_scan: OnceLock::new(), deadline: None }
+    }
+
+    /// Time left until the scrape's deadline (`None` without one).
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Every process with its network namespace, read once per scrape.
@@ -110,7 +118,9 @@ impl Registry {
     /// Runs every collector and returns the merged families plus the registry's own series.
     pub async fn scrape(&self, timeout: Duration) -> Vec<MetricFamily> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let ctx = Arc::new(ScrapeContext::new(self.host.clone()));
+        let mut ctx = ScrapeContext::new(self.host.clone());
+        ctx.deadline = Some(deadline.into_std());
+        let ctx = Arc::new(ctx);
         let runs: Vec<_> = self.entries.iter().map(|e| run_one(e, ctx.clone(), deadline)).collect();
         let outcomes = futures_util::future::join_all(runs).await;
 

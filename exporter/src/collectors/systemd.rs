@@ -161,9 +161,14 @@ impl Collector for SystemdCollector {
     }
 
     /// Runs on a blocking thread (see the registry): drives one refresh on the runtime and waits for it, bounded.
-    fn collect(&self, _ctx: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+    fn collect(&self, ctx: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
         let client = self.client.clone();
-        let budget = self.timeout + MARGIN;
+        // Finish before the scrape's deadline even when the scraper's timeout is shorter than ours, so a frozen
+        // systemd shows as `up 0` instead of the whole collector being cut off.
+        let mut budget = self.timeout + MARGIN;
+        if let Some(left) = ctx.time_left() {
+            budget = budget.min(left.saturating_sub(MARGIN));
+        }
         let reading = self.handle.block_on(async move {
             // Never contended: the registry does not run a collector twice at once.
             let mut client = client.lock().await;
