@@ -69,22 +69,7 @@ pub fn dump_tcp_filtered(
 fn request(sock: &OwnedFd, req: &[u8], buf: &mut Vec<u8>, f: &mut impl FnMut(&DiagSocket)) -> Result<(), DumpError> {
     let fd = sock.as_raw_fd();
     set_recv_timeout(fd, 5);
-    // SAFETY: the kernel address (all zero) and request buffer are valid for the duration of the call.
-    let sent = unsafe {
-        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        libc::sendto(
-            fd,
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(DumpError::Send(io::Error::last_os_error()));
-    }
+    send_to_kernel(fd, req).map_err(DumpError::Send)?;
     buf.resize(64 * 1024, 0);
     loop {
         // SAFETY: buf is valid for writes of its length.
@@ -114,6 +99,19 @@ fn request(sock: &OwnedFd, req: &[u8], buf: &mut Vec<u8>, f: &mut impl FnMut(&Di
 pub fn roundtrip(sock: &OwnedFd, req: &[u8]) -> io::Result<Vec<u8>> {
     let fd = sock.as_raw_fd();
     set_recv_timeout(fd, 2);
+    send_to_kernel(fd, req)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: buf is valid for writes of its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Sends one netlink message to the kernel (port 0).
+fn send_to_kernel(fd: i32, req: &[u8]) -> io::Result<()> {
     // SAFETY: the request buffer is valid for the call; the destination is the kernel (all-zero sockaddr_nl).
     let sent = unsafe {
         let mut addr: libc::sockaddr_nl = std::mem::zeroed();
@@ -127,17 +125,7 @@ pub fn roundtrip(sock: &OwnedFd, req: &[u8]) -> io::Result<Vec<u8>> {
             std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )
     };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: buf is valid for writes of its length.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 fn set_recv_timeout(fd: i32, seconds: i64) {
