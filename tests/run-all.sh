@@ -34,7 +34,7 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 for tool in promtool prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter amtool ip unshare \
-            nsenter python3 c++ curl openssl dbus-daemon busctl systemd-run systemctl; do
+            nsenter setpriv python3 cc c++ curl openssl dbus-daemon busctl systemd-run systemctl; do
     command -v "$tool" >/dev/null || die "$tool is still missing after installing packages"
 done
 [ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing (package systemd)"

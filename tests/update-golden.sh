@@ -2,9 +2,11 @@
 # Regenerates the golden /metrics files from the fixture trees. Review the diff before committing: a golden file
 # changes only when the exporter's output is meant to change.
 #
-#   python3 tests/fixtures/make_tcp_fixture.py   # only if the fixture tree itself changed
+#   python3 tests/fixtures/make_tcp_fixture.py      # only when a fixture tree itself changed;
+#   python3 tests/fixtures/make_ipvs_fixture.py     # each script rewrites its own tree
+#   python3 tests/fixtures/make_memory_fixture.py
 #   tests/update-golden.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-UPDATE_GOLDEN=1 cargo test -p nodesleuth --test golden -- fixture_tree_matches_golden_metrics
+UPDATE_GOLDEN=1 cargo test -p nodesleuth --test golden --test memory_golden -- golden_metrics
 git status --short -- tests/fixtures

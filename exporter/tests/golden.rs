@@ -6,94 +6,25 @@
 
 mod util;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use util::{Exporter, repo_root, require_tool, sample};
-
-/// Arguments that point the exporter at a fixture tree and enable only `collectors`.
-fn fixture_args(root: &std::path::Path, collectors: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        format!("--path.procfs={}", root.join("proc").display()),
-        format!("--path.rootfs={}", root.display()),
-        format!("--path.pod-logs={}", root.join("var/log/pods").display()),
-        format!("--path.container-logs={}", root.join("var/log/containers").display()),
-        "--collector.tcp.close-wait-top-n=3".into(),
-    ];
-    for (name, _, _) in nodesleuth::cli::COLLECTORS {
-        if !collectors.contains(name) {
-            args.push(format!("--no-collector.{name}"));
-        }
-    }
-    args
-}
+use util::{Exporter, repo_root, sample};
 
 fn fixture_root(tree: &str) -> std::path::PathBuf {
     repo_root().join("tests/fixtures").join(tree)
 }
 
 fn start(tree: &str) -> Exporter {
-    start_at(&fixture_root(tree), &[if tree.starts_with("ipvs") { "ipvs" } else { "tcp" }])
+    start_at(&fixture_root(tree), if tree.starts_with("ipvs") { "ipvs" } else { "tcp" })
 }
 
-fn start_at(root: &std::path::Path, collectors: &[&str]) -> Exporter {
-    let args = fixture_args(root, collectors);
-    Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// Drops what legitimately changes between runs.
-fn normalize(metrics: &str) -> String {
-    metrics
-        .lines()
-        .filter(|l| {
-            !l.starts_with("nodesleuth_scrape_collector_duration_seconds{") && !l.starts_with("nodesleuth_build_info{")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
-fn promtool_check(metrics: &str) {
-    let promtool = require_tool("promtool");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn start_at(root: &std::path::Path, collector: &str) -> Exporter {
+    util::start_on_fixture(root, collector, &["--collector.tcp.close-wait-top-n=3"])
 }
 
 fn check_golden(tree: &str) {
     let exporter = start(tree);
-    let got = normalize(&exporter.scrape());
-    let golden_path = repo_root().join("tests/fixtures").join(tree).join("metrics.golden");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden_path, &got).unwrap();
-    }
-    let want = std::fs::read_to_string(&golden_path).expect("golden file missing: run tests/update-golden.sh");
-    if got != want {
-        let diff: Vec<String> = want
-            .lines()
-            .filter(|l| !got.lines().any(|g| g == *l))
-            .map(|l| format!("- {l}"))
-            .chain(got.lines().filter(|l| !want.lines().any(|w| w == *l)).map(|l| format!("+ {l}")))
-            .collect();
-        panic!(
-            "/metrics differs from {} (run tests/update-golden.sh if intended):\n{}",
-            golden_path.display(),
-            diff.join("\n")
-        );
-    }
+    let want = util::assert_golden(&util::normalize(&exporter.scrape()), &fixture_root(tree).join("metrics.golden"));
     // A second scrape reuses caches (owners, pod names) and must say the same.
-    assert_eq!(normalize(&exporter.scrape()), want, "second scrape differs from the first");
+    assert_eq!(util::normalize(&exporter.scrape()), want, "second scrape differs from the first");
 }
 
 #[test]
@@ -108,8 +39,8 @@ fn ipvs_fixture_tree_matches_golden_metrics() {
 
 #[test]
 fn fixture_output_passes_promtool() {
-    promtool_check(&start("tcp").scrape());
-    promtool_check(&start("ipvs").scrape());
+    util::check_with_promtool(&start("tcp").scrape());
+    util::check_with_promtool(&start("ipvs").scrape());
 }
 
 #[test]
@@ -166,7 +97,7 @@ fn malformed_ipvs_tables_are_reported_not_fatal() {
     let mut text = std::fs::read_to_string(&services).unwrap();
     text.push_str("BOGUS  0A600099:0050 rr\n  -> 0AF40099:0050      Masq    1      0          0\n");
     std::fs::write(&services, text).unwrap();
-    let exporter = start_at(&root, &["ipvs"]);
+    let exporter = start_at(&root, "ipvs");
     let m = exporter.scrape();
     assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "ipvs")]), Some(0.0));
     // Everything around the bad rows is still there.

@@ -6,9 +6,11 @@
 
 pub mod cgroup;
 pub mod genl;
+pub mod gobuildinfo;
 pub mod hex;
 pub mod inet_diag;
 pub mod ipvs;
 pub mod netstat;
 pub mod proc_net_tcp;
+pub mod smaps;
 pub mod tcp_state;

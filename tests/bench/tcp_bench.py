@@ -12,49 +12,16 @@ and each exporter's peak RSS (VmHWM). It is a benchmark, not a test: nothing is 
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import free_port, hwm_kib, scrape, wait_up  # noqa: E402
 FD_BUDGET = 18000  # descriptors per holder, under the 20,000 hard limit
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_up(port, proc, name):
-    for _ in range(200):
-        if proc.poll() is not None:
-            sys.exit(f"{name} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{name} did not come up")
-
-
-def scrape(port):
-    t0 = time.perf_counter()
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120).read()
-    return time.perf_counter() - t0, body.decode()
-
-
-def hwm_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def value(text, prefix):

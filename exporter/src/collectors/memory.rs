@@ -1,26 +1,687 @@
-//! Placeholder: being written. See the issue for the memory collector.
+//! Process memory per container: resident memory against what the kernel would keep under pressure, MADV_FREE
+//! retention (`LazyFree`), and which Go runtime each process runs.
+//!
+//! **What it catches.** A service whose RSS climbs far above its heap: a Go 1.12–1.15 runtime (or any runtime
+//! with `madvdontneed=0`) returns freed memory with `madvise(MADV_FREE)`, the kernel reclaims those pages only
+//! under memory pressure, and RSS stays high, so the pod looks like it leaks (1.5 GB heap, 35 GB RSS) and gets
+//! OOM-killed or restarted on memory it does not use. The kernel shows that memory as `LazyFree` in
+//! `smaps_rollup`; process-exporter and cAdvisor do not export it. `nodesleuth_process_go_info` says which Go
+//! version and `madvdontneed` setting each group runs, so rules can join RSS − LazyFree against
+//! `go_memstats_heap_inuse_bytes` and name the fix (`GODEBUG=madvdontneed=1`, or Go ≥ 1.16).
+//!
+//! **What it reads.** Per process, from the shared per-scrape process table: `/proc/<pid>/stat` (name, state,
+//! kernel-thread flag, start time), `smaps_rollup` (Rss, Pss, Anonymous, LazyFree, AnonHugePages, Swap; one
+//! kernel walk of the address space, Linux ≥ 4.14) and `status` (RssFile, RssShmem, VmHWM, and the fallback for
+//! RSS/anonymous/swap where `smaps_rollup` is unreadable). Once per process (pid + start time): the cgroup (pod
+//! attribution, see `pods.rs`), and for Go detection `/proc/<pid>/exe` (the `.go.buildinfo` section, cached per
+//! executable inode) and, for Go binaries only, `GODEBUG` from `/proc/<pid>/environ`. With
+//! `--collector.memory.heap-mapping`, also the `[heap]` mapping of non-Go processes from the full `smaps` (one
+//! kernel walk of every mapping per process: costly, off by default). A process that has not run since its last
+//! full read (CPU ticks from `stat`; exact runtime from `schedstat` when single-threaded) and whose resident and
+//! virtual sizes are unchanged keeps its figures for up to `--collector.memory.idle-reuse` (60 s) instead of
+//! having its address space walked again: on a node most processes are idle between scrapes, and that walk is
+//! two thirds of the cost. Kernel threads and zombies are skipped;
+//! processes that exit mid-scan and files the exporter may not read (`environ`, `exe`, `smaps_rollup` of other
+//! users without CAP_SYS_PTRACE) are skipped or fall back silently; malformed content is reported as partial data.
+//!
+//! **What it exports.** Sums per group (pods: namespace, pod, container, process name; host processes: process
+//! name), the top N groups by RSS plus one `process="(other)"` group holding the rest, so node-wide sums stay
+//! exact and series stay bounded: `nodesleuth_processes`, `_resident_memory_bytes`, `_lazyfree_bytes`,
+//! `_resident_memory_minus_lazyfree_bytes`, `_anonymous_memory_bytes`, `_swap_bytes`, `_proportional_memory_bytes`,
+//! `_resident_file_memory_bytes`, `_resident_shmem_memory_bytes`, `_anonymous_hugepages_bytes`,
+//! `_peak_resident_memory_bytes`, optionally `_heap_mapping_resident_bytes`, and `nodesleuth_process_go_info`.
+//! Never a pid label.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nodesleuth_parse::gobuildinfo::{self, GoBuild};
+use nodesleuth_parse::smaps::{self, Rollup, StatusMemory};
+use regex::Regex;
 
 use crate::metrics::Sink;
+use crate::pods::{PodInfo, PodResolver};
+use crate::procfs::ProcFs;
 use crate::registry::{CollectError, Collector, ScrapeContext};
 
 /// Flags of the memory collector.
 #[derive(clap::Args, Debug, Clone)]
-pub struct MemoryArgs {}
-
-pub fn build(_args: &MemoryArgs, _shared: &super::Shared) -> Arc<dyn Collector> {
-    Arc::new(MemoryCollector)
+pub struct MemoryArgs {
+    /// Memory: groups (namespace, pod, container, process) exported, largest RSS first; the rest are summed into
+    /// one `process="(other)"` group. 0 exports every group (unbounded).
+    #[arg(long = "collector.memory.top-n", default_value_t = 100)]
+    pub top_n: usize,
+    /// Memory: only processes whose name (`comm`, at most 15 characters) fully matches this regex are read.
+    #[arg(long = "collector.memory.process-include", value_parser = name_regex)]
+    pub process_include: Option<Regex>,
+    /// Memory: processes whose name fully matches this regex are not read (applied after the include).
+    #[arg(long = "collector.memory.process-exclude", value_parser = name_regex)]
+    pub process_exclude: Option<Regex>,
+    /// Memory: also export the resident size of the `[heap]` (brk) mapping of non-Go processes, read from the
+    /// full `/proc/<pid>/smaps` (costly: one walk of every mapping per process and scrape).
+    #[arg(long = "collector.memory.heap-mapping")]
+    pub heap_mapping: bool,
+    /// Memory: a process that has not run and whose resident and virtual size are unchanged since its last full
+    /// read (per `/proc/<pid>/stat`) keeps its figures for up to this long instead of walking its address space
+    /// again; 0s reads every process in full every scrape.
+    #[arg(long = "collector.memory.idle-reuse", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    pub idle_reuse: Duration,
 }
 
-struct MemoryCollector;
+/// Anchors a process-name regex (`java` matches `java`, not `javac`), as node_exporter anchors its
+/// include/exclude flags.
+fn name_regex(s: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{s})$")).map_err(|e| format!("invalid process name regex {s:?}: {e}"))
+}
+
+pub fn build(args: &MemoryArgs, shared: &super::Shared) -> Arc<dyn Collector> {
+    Arc::new(MemoryCollector { args: args.clone(), pods: shared.pods.clone(), state: Mutex::new(State::default()) })
+}
+
+struct MemoryCollector {
+    args: MemoryArgs,
+    pods: Arc<PodResolver>,
+    state: Mutex<State>,
+}
+
+/// Go runtime of one process.
+#[derive(Debug, Clone)]
+enum Go {
+    /// Not a Go executable, or the executable could not be read (permission, kernel thread, exited).
+    No,
+    Yes {
+        build: Arc<GoBuild>,
+        madvdontneed: &'static str,
+    },
+}
+
+/// What is remembered about one process for its whole life (pid + start time).
+struct Known {
+    start: u64,
+    included: bool,
+    name: Arc<str>,
+    pod: PodInfo,
+    /// When the pod labels were last resolved; incomplete ones (no kubelet log entry yet) are retried.
+    resolved: Instant,
+    go: Go,
+    exe: Option<ExeKey>,
+    seen: u64,
+    /// The last full read: when, the stat signature then (CPU ticks, virtual size, resident pages), the figures.
+    last_full: Option<(Instant, (u64, u64, u64), Sums)>,
+}
+
+/// Identity of an executable file: device, inode, size and modification time.
+type ExeKey = (u64, u64, u64, i64);
+
+#[derive(Default)]
+struct State {
+    procs: HashMap<u32, Known>,
+    /// Build info per executable: a node runs many processes of few binaries.
+    exes: HashMap<ExeKey, Option<Arc<GoBuild>>>,
+    scrape: u64,
+    buf: Vec<u8>,
+    path: PathBuf2,
+    smaps_rollup_missing_logged: bool,
+}
+
+/// Retry pod labels that were incomplete (pod log directory or container log link not there yet) this often.
+const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+/// Per-process files are read up to this size (smaps_rollup and status are about 1–2 KiB).
+const SMALL_FILE_LIMIT: u64 = 64 * 1024;
+/// `environ` is read up to this size (the kernel allows far more; GODEBUG sits among the first entries in
+/// practice, and a bounded read keeps memory bounded).
+const ENVIRON_LIMIT: u64 = 256 * 1024;
+
+/// `<procfs>/<pid>/<file>` built in a reused buffer, so that no path is allocated per file read.
+#[derive(Default)]
+struct PathBuf2 {
+    bytes: Vec<u8>,
+}
+
+impl PathBuf2 {
+    fn get(&mut self, root: &Path, pid: u32, file: &str) -> &Path {
+        use std::io::Write;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(root.as_os_str().as_bytes());
+        let _ = write!(self.bytes, "/{pid}/{file}");
+        Path::new(OsStr::from_bytes(&self.bytes))
+    }
+}
+
+/// Sums of one group.
+#[derive(Debug, Default, Clone)]
+struct Sums {
+    count: u64,
+    rss: u64,
+    lazyfree: u64,
+    rss_minus_lazyfree: u64,
+    anonymous: u64,
+    swap: u64,
+    pss: u64,
+    rss_file: u64,
+    rss_shmem: u64,
+    anon_huge: u64,
+    peak_rss: u64,
+    heap: u64,
+    /// (go_version, module, madvdontneed) of the group's Go processes, deduplicated.
+    go: Vec<(Arc<GoBuild>, &'static str)>,
+}
+
+impl Sums {
+    fn add(&mut self, o: &Sums) {
+        self.count += o.count;
+        self.rss += o.rss;
+        self.lazyfree += o.lazyfree;
+        self.rss_minus_lazyfree += o.rss_minus_lazyfree;
+        self.anonymous += o.anonymous;
+        self.swap += o.swap;
+        self.pss += o.pss;
+        self.rss_file += o.rss_file;
+        self.rss_shmem += o.rss_shmem;
+        self.anon_huge += o.anon_huge;
+        self.peak_rss += o.peak_rss;
+        self.heap += o.heap;
+    }
+}
+
+type GroupKey = (Arc<str>, Arc<str>, Arc<str>, Arc<str>);
+
+/// Problems met in one scrape, reported as one message per kind.
+#[derive(Default)]
+struct Problems {
+    malformed: u32,
+    first_malformed: Option<String>,
+    io: u32,
+    first_io: Option<String>,
+}
+
+impl Problems {
+    fn malformed(&mut self, path: &Path, what: impl std::fmt::Display) {
+        self.malformed += 1;
+        if self.first_malformed.is_none() {
+            self.first_malformed = Some(format!("{}: {what}", path.display()));
+        }
+    }
+    fn io(&mut self, path: &Path, e: &io::Error) {
+        self.io += 1;
+        if self.first_io.is_none() {
+            self.first_io = Some(format!("{}: {e}", path.display()));
+        }
+    }
+    fn report(self, sink: &mut Sink) {
+        if let Some(first) = self.first_malformed {
+            sink.problem(format!(
+                "{} file(s) with malformed content, partial data used; first: {first}",
+                self.malformed
+            ));
+        }
+        if let Some(first) = self.first_io {
+            sink.problem(format!("{} unexpected read error(s); first: {first}", self.io));
+        }
+    }
+}
+
+/// A read error that means "this process is gone or not ours to read": skipped without a report.
+fn quiet(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH | libc::EACCES | libc::EPERM))
+}
+
+fn read_small(path: &Path, buf: &mut Vec<u8>, limit: u64) -> io::Result<()> {
+    buf.clear();
+    File::open(path)?.take(limit).read_to_end(buf)?;
+    Ok(())
+}
 
 impl Collector for MemoryCollector {
     fn name(&self) -> &'static str {
         "memory"
     }
 
-    fn collect(&self, _ctx: &ScrapeContext, _sink: &mut Sink) -> Result<(), CollectError> {
-        Err(CollectError::Other("not implemented yet".into()))
+    fn collect(&self, ctx: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+        let table = ctx.processes();
+        if table.processes.is_empty() {
+            return Err(CollectError::Other(format!("no processes found under {}", ctx.proc.root().display())));
+        }
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        state.scrape += 1;
+        let scrape = state.scrape;
+        let root = ctx.proc.root();
+        let mut problems = Problems::default();
+        let mut groups: HashMap<GroupKey, Sums> = HashMap::new();
+        let mut rollup = Rollup::default();
+        let mut status = StatusMemory::default();
+        let mut rollup_missing = false;
+
+        for entry in &table.processes {
+            let pid = entry.pid;
+            // stat: name, state, kernel-thread flag, start time.
+            let path = state.path.get(root, pid, "stat");
+            if let Err(e) = read_small(path, &mut state.buf, SMALL_FILE_LIMIT) {
+                if !quiet(&e) {
+                    problems.io(path, &e);
+                }
+                continue;
+            }
+            let Some(stat) = smaps::parse_stat(&state.buf) else {
+                problems.malformed(path, "unparsable stat line");
+                continue;
+            };
+            if stat.is_kernel_thread() || matches!(stat.state, b'Z' | b'X' | b'x') {
+                continue;
+            }
+            let start = stat.start_time;
+            let mut signature = (stat.cpu_ticks, stat.vsize, stat.rss_pages);
+            let single_threaded = stat.threads == 1;
+            let known = match state.procs.get_mut(&pid) {
+                Some(k) if k.start == start => k,
+                _ => {
+                    let name: Arc<str> = String::from_utf8_lossy(stat.comm).into();
+                    let k = self.identify(&ctx.proc, pid, start, name, &mut state.exes, &mut state.buf);
+                    state.procs.insert(pid, k);
+                    state.procs.get_mut(&pid).expect("just inserted")
+                }
+            };
+            known.seen = scrape;
+            if !known.included {
+                continue;
+            }
+            if known.pod.is_pod()
+                && (known.pod.namespace.is_empty() || known.pod.container.is_empty())
+                && known.resolved.elapsed() >= RESOLVE_RETRY
+            {
+                let pod = self.pods.resolve(&ctx.proc, pid);
+                if pod.is_pod() {
+                    known.pod = pod;
+                }
+                known.resolved = Instant::now();
+            }
+
+            // An idle process (no CPU tick, same resident and virtual size) cannot have called madvise or touched
+            // memory since its last full read: reuse those figures, re-reading in full at least every idle_reuse.
+            // CPU ticks are 10 ms coarse; a single-threaded process's exact runtime is one small read away.
+            if single_threaded && known.last_full.is_some() {
+                let path = state.path.get(root, pid, "schedstat");
+                signature.0 = match read_small(path, &mut state.buf, SMALL_FILE_LIMIT) {
+                    Ok(()) => smaps::schedstat_runtime(&state.buf).unwrap_or(u64::MAX),
+                    Err(_) => u64::MAX,
+                };
+            }
+            if let Some((at, sig, sums)) = &known.last_full
+                && *sig == signature
+                && at.elapsed() < self.args.idle_reuse
+            {
+                let key = (
+                    known.pod.namespace.clone(),
+                    known.pod.pod.clone(),
+                    known.pod.container.clone(),
+                    known.name.clone(),
+                );
+                let g = groups.entry(key).or_default();
+                g.add(sums);
+                add_go(g, &known.go);
+                continue;
+            }
+            let mut p = Sums { count: 1, ..Sums::default() };
+            // smaps_rollup: one walk of the address space; unreadable for other users' processes without
+            // CAP_SYS_PTRACE, absent before Linux 4.14 (status then stands in, without LazyFree and PSS).
+            let path = state.path.get(root, pid, "smaps_rollup");
+            let mut rollup_absent = false;
+            let have_rollup = match read_small(path, &mut state.buf, SMALL_FILE_LIMIT) {
+                Ok(()) => {
+                    if let Err(m) = smaps::parse_rollup(&state.buf, &mut rollup) {
+                        problems.malformed(path, m);
+                    }
+                    // An exiting process (its address space already gone) reads as empty.
+                    rollup.rss.is_some()
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue, // exited, or a zombie by now
+                Err(e) => {
+                    if !quiet(&e) {
+                        problems.io(path, &e);
+                    }
+                    rollup_absent = e.kind() == io::ErrorKind::NotFound;
+                    false
+                }
+            };
+            let path = state.path.get(root, pid, "status");
+            let have_status = match read_small(path, &mut state.buf, SMALL_FILE_LIMIT) {
+                Ok(()) => {
+                    if let Err(m) = smaps::parse_status(&state.buf, &mut status) {
+                        problems.malformed(path, m);
+                    }
+                    status.vm_rss.is_some()
+                }
+                Err(e) => {
+                    if !quiet(&e) {
+                        problems.io(path, &e);
+                    }
+                    false
+                }
+            };
+            // No smaps_rollup for a process whose status is still there: a kernel before 4.14.
+            rollup_missing |= rollup_absent && have_status;
+            if !have_rollup && !have_status {
+                continue; // exited mid-scan, or no address space
+            }
+            if !have_status {
+                status = StatusMemory::default();
+            }
+            if have_rollup {
+                p.rss = rollup.rss.unwrap_or(0);
+                p.lazyfree = rollup.lazy_free.unwrap_or(0);
+                p.anonymous = rollup.anonymous.or(status.rss_anon).unwrap_or(0);
+                p.swap = rollup.swap.or(status.vm_swap).unwrap_or(0);
+                p.pss = rollup.pss.unwrap_or(0);
+                p.anon_huge = rollup.anon_huge_pages.unwrap_or(0);
+            } else {
+                p.rss = status.vm_rss.unwrap_or(0);
+                p.anonymous = status.rss_anon.unwrap_or(0);
+                p.swap = status.vm_swap.unwrap_or(0);
+            }
+            p.rss_minus_lazyfree = p.rss.saturating_sub(p.lazyfree);
+            p.rss_file = status.rss_file.unwrap_or(0);
+            p.rss_shmem = status.rss_shmem.unwrap_or(0);
+            p.peak_rss = status.vm_hwm.unwrap_or(0);
+            if self.args.heap_mapping && matches!(known.go, Go::No) {
+                let path = state.path.get(root, pid, "smaps");
+                match heap_mapping_rss(path, &mut state.buf) {
+                    Ok(Ok(rss)) => p.heap = rss,
+                    Ok(Err(m)) => problems.malformed(path, m),
+                    Err(e) if quiet(&e) => {}
+                    Err(e) => problems.io(path, &e),
+                }
+            }
+            let key =
+                (known.pod.namespace.clone(), known.pod.pod.clone(), known.pod.container.clone(), known.name.clone());
+            let g = groups.entry(key).or_default();
+            g.add(&p);
+            add_go(g, &known.go);
+            if single_threaded {
+                let path = state.path.get(root, pid, "schedstat");
+                signature.0 = match read_small(path, &mut state.buf, SMALL_FILE_LIMIT) {
+                    Ok(()) => smaps::schedstat_runtime(&state.buf).unwrap_or(u64::MAX - 1),
+                    Err(_) => u64::MAX - 1,
+                };
+            }
+            known.last_full = Some((Instant::now(), signature, p));
+        }
+
+        // Forget processes that are gone, and executables no live process runs.
+        state.procs.retain(|_, k| k.seen == scrape);
+        let live: HashSet<ExeKey> = state.procs.values().filter_map(|k| k.exe).collect();
+        state.exes.retain(|k, _| live.contains(k));
+        if rollup_missing && !state.smaps_rollup_missing_logged {
+            state.smaps_rollup_missing_logged = true;
+            tracing::info!(
+                "memory: no smaps_rollup (Linux < 4.14?): RSS, anonymous and swap come from status; LazyFree and PSS are not available"
+            );
+        }
+        drop(guard);
+
+        self.export(groups, sink);
+        problems.report(sink);
+        Ok(())
+    }
+}
+
+impl MemoryCollector {
+    /// First sight of a process: its name filter, pod and Go runtime.
+    fn identify(
+        &self,
+        proc: &ProcFs,
+        pid: u32,
+        start: u64,
+        name: Arc<str>,
+        exes: &mut HashMap<ExeKey, Option<Arc<GoBuild>>>,
+        buf: &mut Vec<u8>,
+    ) -> Known {
+        let included = self.args.process_include.as_ref().is_none_or(|r| r.is_match(&name))
+            && !self.args.process_exclude.as_ref().is_some_and(|r| r.is_match(&name));
+        let mut known = Known {
+            start,
+            included,
+            name,
+            pod: PodInfo::default(),
+            resolved: Instant::now(),
+            go: Go::No,
+            exe: None,
+            seen: 0,
+            last_full: None,
+        };
+        if !included {
+            return known;
+        }
+        known.pod = self.pods.resolve(proc, pid);
+        let (go, exe) = detect_go(proc, pid, exes, buf);
+        known.go = go;
+        known.exe = exe;
+        known
+    }
+
+    fn export(&self, groups: HashMap<GroupKey, Sums>, sink: &mut Sink) {
+        let mut groups: Vec<(GroupKey, Sums)> = groups.into_iter().collect();
+        groups.sort_by(|a, b| b.1.rss.cmp(&a.1.rss).then_with(|| a.0.cmp(&b.0)));
+        let keep = if self.args.top_n == 0 { groups.len() } else { self.args.top_n.min(groups.len()) };
+        let mut other: Option<Sums> = None;
+        for (_, s) in groups.drain(keep..) {
+            other.get_or_insert_with(Sums::default).add(&s);
+        }
+        let other_key: GroupKey = ("".into(), "".into(), "".into(), "(other)".into());
+        let all = groups.iter().map(|(k, s)| (k, s)).chain(other.as_ref().map(|s| (&other_key, s)));
+        for ((namespace, pod, container, process), s) in all {
+            let labels =
+                [("namespace", &**namespace), ("pod", &**pod), ("container", &**container), ("process", &**process)];
+            let mut g = |name: &'static str, help: &'static str, v: u64| sink.gauge(name, help, &labels, v as f64);
+            g("nodesleuth_processes", HELP_COUNT, s.count);
+            g("nodesleuth_process_resident_memory_bytes", HELP_RSS, s.rss);
+            g("nodesleuth_process_lazyfree_bytes", HELP_LAZYFREE, s.lazyfree);
+            g("nodesleuth_process_resident_memory_minus_lazyfree_bytes", HELP_RSS_MINUS_LAZYFREE, s.rss_minus_lazyfree);
+            g("nodesleuth_process_anonymous_memory_bytes", HELP_ANON, s.anonymous);
+            g("nodesleuth_process_swap_bytes", HELP_SWAP, s.swap);
+            g("nodesleuth_process_proportional_memory_bytes", HELP_PSS, s.pss);
+            g("nodesleuth_process_resident_file_memory_bytes", HELP_RSS_FILE, s.rss_file);
+            g("nodesleuth_process_resident_shmem_memory_bytes", HELP_RSS_SHMEM, s.rss_shmem);
+            g("nodesleuth_process_anonymous_hugepages_bytes", HELP_ANON_HUGE, s.anon_huge);
+            g("nodesleuth_process_peak_resident_memory_bytes", HELP_PEAK, s.peak_rss);
+            if self.args.heap_mapping {
+                g("nodesleuth_process_heap_mapping_resident_bytes", HELP_HEAP, s.heap);
+            }
+            for (build, madvdontneed) in &s.go {
+                let version = if build.version.is_empty() { "unknown" } else { build.version.as_str() };
+                let module = if build.module.is_empty() { build.path.as_str() } else { build.module.as_str() };
+                let labels = [
+                    labels[0],
+                    labels[1],
+                    labels[2],
+                    labels[3],
+                    ("go_version", version),
+                    ("module", module),
+                    ("madvdontneed", madvdontneed),
+                ];
+                sink.gauge("nodesleuth_process_go_info", HELP_GO_INFO, &labels, 1.0);
+            }
+        }
+    }
+}
+
+const HELP_COUNT: &str = "Processes in the group (kernel threads and zombies excluded); groups are (namespace, pod, container, process) for pods and the process name for host processes.";
+const HELP_RSS: &str =
+    "Resident memory of the group's processes, summed (smaps_rollup Rss; status VmRSS where unreadable).";
+const HELP_LAZYFREE: &str = "Resident memory released with madvise(MADV_FREE) and not yet reclaimed (smaps_rollup LazyFree): counted in RSS, dropped by the kernel without I/O under memory pressure.";
+const HELP_RSS_MINUS_LAZYFREE: &str =
+    "Resident memory minus LazyFree: what the processes would keep if the kernel reclaimed MADV_FREE pages.";
+const HELP_ANON: &str = "Anonymous resident memory (heap, stacks, private mappings), summed (smaps_rollup Anonymous).";
+const HELP_SWAP: &str = "Memory of the group's processes swapped out, summed (smaps_rollup Swap).";
+const HELP_PSS: &str =
+    "Proportional set size (shared pages divided among the processes sharing them), summed (smaps_rollup Pss).";
+const HELP_RSS_FILE: &str = "Resident file-backed memory (binaries, libraries, mapped files), summed (status RssFile).";
+const HELP_RSS_SHMEM: &str = "Resident shared memory (shmem, tmpfs mappings), summed (status RssShmem).";
+const HELP_ANON_HUGE: &str = "Anonymous memory backed by transparent huge pages, summed (smaps_rollup AnonHugePages).";
+const HELP_PEAK: &str =
+    "Peak resident memory of each process (status VmHWM), summed over the group: an upper bound of the group's peak.";
+const HELP_HEAP: &str = "Resident size of the [heap] (brk) mapping of the group's non-Go processes, summed (from smaps; --collector.memory.heap-mapping).";
+const HELP_GO_INFO: &str = "Go runtime of the group's processes (build info of the executable, GODEBUG madvdontneed: 1, 0, default, unknown); always 1.";
+
+/// Adds a process's Go runtime to its group's distinct ones.
+fn add_go(g: &mut Sums, go: &Go) {
+    if let Go::Yes { build, madvdontneed } = go
+        && !g.go.iter().any(|(b, m)| Arc::ptr_eq(b, build) && m == madvdontneed)
+    {
+        g.go.push((build.clone(), madvdontneed));
+    }
+}
+
+/// Reads the Go build info of the process's executable (cached per executable file) and, for Go, its
+/// `madvdontneed` setting. Unreadable executables (permission, kernel threads, exited) count as not Go.
+fn detect_go(
+    proc: &ProcFs,
+    pid: u32,
+    exes: &mut HashMap<ExeKey, Option<Arc<GoBuild>>>,
+    buf: &mut Vec<u8>,
+) -> (Go, Option<ExeKey>) {
+    let Ok(file) = File::open(proc.pid_path(pid, "exe")) else { return (Go::No, None) };
+    let Ok(meta) = file.metadata() else { return (Go::No, None) };
+    let key: ExeKey = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+    let build = exes
+        .entry(key)
+        .or_insert_with(|| match gobuildinfo::read(&mut FileAt(&file)) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(gobuildinfo::Error::NotGo | gobuildinfo::Error::NotElf) => None,
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "memory: unreadable Go build info");
+                None
+            }
+        })
+        .clone();
+    let Some(build) = build else { return (Go::No, Some(key)) };
+    let env_setting = match read_small(&proc.pid_path(pid, "environ"), buf, ENVIRON_LIMIT) {
+        Ok(()) => Ok(gobuildinfo::environ_godebug(buf).and_then(gobuildinfo::godebug_madvdontneed)),
+        Err(_) => Err(()),
+    };
+    let madvdontneed = match (env_setting, build.default_madvdontneed) {
+        (Ok(Some(s)), _) => s.label(),
+        (Ok(None), Some(s)) => s.label(),
+        (Ok(None), None) => "default",
+        (Err(()), _) => "unknown",
+    };
+    (Go::Yes { build, madvdontneed }, Some(key))
+}
+
+/// `pread` on an open executable.
+struct FileAt<'a>(&'a File);
+
+impl gobuildinfo::ReadAt for FileAt<'_> {
+    type Error = io::Error;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.0.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Resident size of the `[heap]` mapping in `smaps`, 0 when there is none. Streams the file through `buf` and
+/// stops reading once the mapping's `Rss` line is seen (the heap follows the executable's mappings, so most of
+/// the file is never generated).
+fn heap_mapping_rss(path: &Path, buf: &mut Vec<u8>) -> io::Result<Result<u64, smaps::LineError>> {
+    const CHUNK: usize = 64 * 1024;
+    let mut file = File::open(path)?;
+    buf.clear();
+    buf.resize(CHUNK, 0);
+    let mut filled = 0;
+    let mut in_heap = false;
+    loop {
+        let n = match file.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let eof = n == 0;
+        filled += n;
+        let mut start = 0;
+        loop {
+            let end = match buf[start..filled].iter().position(|&b| b == b'\n') {
+                Some(i) => start + i,
+                None if eof && start < filled => filled,
+                None => break,
+            };
+            let line = &buf[start..end];
+            if let Some(name) = smaps::mapping_header(line) {
+                in_heap = name == b"[heap]";
+            } else if in_heap && line.starts_with(b"Rss:") {
+                return Ok(smaps::kb_line(line).map(|kv| kv.map_or(0, |(_, v)| v)));
+            }
+            start = (end + 1).min(filled);
+        }
+        if eof {
+            return Ok(Ok(0));
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if filled == buf.len() {
+            filled = 0; // a line longer than the buffer: none in smaps; drop it
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_mapping_of_this_process() {
+        // This test binary has a brk heap once the allocator has used it.
+        let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1024]).collect();
+        let mut buf = Vec::new();
+        let rss = heap_mapping_rss(Path::new("/proc/self/smaps"), &mut buf).unwrap().unwrap();
+        assert!(rss > 0, "no [heap] Rss in /proc/self/smaps");
+        assert_eq!(v.len(), 64);
+        assert!(heap_mapping_rss(Path::new("/proc/self/nonexistent"), &mut buf).is_err());
+    }
+
+    #[test]
+    fn heap_mapping_from_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("smaps");
+        let text = "00400000-00401000 r-xp 00000000 08:01 12 /bin/x\nRss:                   4 kB\n\
+01e6e000-01e8f000 rw-p 00000000 00:00 0                                  [heap]\nSize: 132 kB\nRss:                  44 kB\n\
+7f00-7f01 rw-p 00000000 00:00 0\nRss: 8 kB";
+        std::fs::write(&p, text).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(heap_mapping_rss(&p, &mut buf).unwrap(), Ok(44 * 1024));
+        std::fs::write(&p, "00400000-00401000 r-xp 00000000 08:01 12 /bin/x\nRss: 4 kB").unwrap();
+        assert_eq!(heap_mapping_rss(&p, &mut buf).unwrap(), Ok(0));
+        std::fs::write(&p, "01e6e000-01e8f000 rw-p 00000000 00:00 0 [heap]\nRss: lots").unwrap();
+        assert!(heap_mapping_rss(&p, &mut buf).unwrap().is_err());
+    }
+
+    #[test]
+    fn name_regexes_are_anchored() {
+        let r = name_regex("java|nginx").unwrap();
+        assert!(r.is_match("java") && r.is_match("nginx"));
+        assert!(!r.is_match("javac") && !r.is_match("my-nginx"));
+        let e = name_regex("(").unwrap_err();
+        assert!(e.starts_with("invalid process name regex \"(\""), "{e}");
+    }
+
+    #[test]
+    fn paths_are_built_in_place() {
+        let mut p = PathBuf2::default();
+        assert_eq!(p.get(Path::new("/host/proc"), 42, "smaps_rollup"), Path::new("/host/proc/42/smaps_rollup"));
+        assert_eq!(p.get(Path::new("/proc"), 7, "stat"), Path::new("/proc/7/stat"));
     }
 }

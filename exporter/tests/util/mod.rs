@@ -548,22 +548,60 @@ impl Drop for StatsDeniedBus {
     }
 }
 
-/// Flags that turn off every collector of the binary except `keep` (read from `--help`, so that collectors added
-/// later do not leak into another collector's golden file).
+/// Flags that turn off every collector of the binary except `keep` (from the binary's own collector list, so
+/// that collectors added later do not leak into another collector's golden file).
 pub fn only_collector(keep: &str) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_nodesleuth")).arg("--help").output().expect("nodesleuth --help");
-    let help = String::from_utf8_lossy(&out.stdout);
-    let mut flags: Vec<String> = help
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("--no-collector."))
-        .map(|name| name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-'))
-        .filter(|name| *name != keep && !name.contains('.'))
-        .map(|name| format!("--no-collector.{name}"))
-        .collect();
-    flags.sort();
-    flags.dedup();
-    assert!(!flags.is_empty() || help.contains(&format!("--collector.{keep}")), "no collector flags in --help:\n{help}");
-    flags
+    assert!(nodesleuth::cli::COLLECTORS.iter().any(|c| c.0 == keep), "unknown collector {keep}");
+    nodesleuth::cli::COLLECTORS.iter().filter(|c| c.0 != keep).map(|c| format!("--no-collector.{}", c.0)).collect()
+}
+
+/// Starts the exporter on a fixture tree (`proc/`, `var/log/pods`, `var/log/containers` under `root`) with only
+/// `collector` enabled.
+pub fn start_on_fixture(root: &Path, collector: &str, extra: &[&str]) -> Exporter {
+    let mut args = vec![
+        format!("--path.procfs={}", root.join("proc").display()),
+        format!("--path.rootfs={}", root.display()),
+        format!("--path.pod-logs={}", root.join("var/log/pods").display()),
+        format!("--path.container-logs={}", root.join("var/log/containers").display()),
+    ];
+    args.extend(only_collector(collector));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The exposition text without what legitimately changes between runs (timings, build info).
+pub fn normalize(metrics: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| {
+            !l.starts_with("nodesleuth_scrape_collector_duration_seconds{") && !l.starts_with("nodesleuth_build_info{")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Compares normalized output with a golden file; `UPDATE_GOLDEN=1` (tests/update-golden.sh) rewrites it first.
+/// Returns the golden text.
+pub fn assert_golden(got: &str, golden_path: &Path) -> String {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden_path, got).unwrap();
+    }
+    let want = std::fs::read_to_string(golden_path)
+        .unwrap_or_else(|_| panic!("{} missing: run tests/update-golden.sh", golden_path.display()));
+    if got != want {
+        let diff: Vec<String> = want
+            .lines()
+            .filter(|l| !got.lines().any(|g| g == *l))
+            .map(|l| format!("- {l}"))
+            .chain(got.lines().filter(|l| !want.lines().any(|w| w == *l)).map(|l| format!("+ {l}")))
+            .collect();
+        panic!(
+            "/metrics differs from {} (run tests/update-golden.sh if intended):\n{}",
+            golden_path.display(),
+            diff.join("\n")
+        );
+    }
+    want
 }
 
 /// Fails unless `promtool check metrics` accepts the exposition text.

@@ -1,0 +1,216 @@
+//! The memory collector on the real kernel: MADV_FREE and MADV_DONTNEED helpers (`tests/helpers/madvise.c`, built
+//! here with `cc`), Go detection on Debian's node_exporter (a real Go binary) and on non-Go binaries, and a scrape
+//! loop under process churn, as root and unprivileged. Needs root, `cc`, `prometheus-node-exporter` and `setpriv`
+//! (tests/run-all.sh installs them); a missing one fails the test.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{Exporter, require_root, require_tool, sample, samples};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Builds the helper under `name` (its process name) in `dir`.
+fn build_helper(dir: &Path, name: &str) -> PathBuf {
+    let cc = require_tool("cc");
+    let src = util::repo_root().join("exporter/tests/helpers/madvise.c");
+    let out = dir.join(name);
+    let st = Command::new(cc).args(["-O2", "-Wall", "-Werror", "-o"]).arg(&out).arg(&src).status().expect("run cc");
+    assert!(st.success(), "cc {} failed", src.display());
+    out
+}
+
+/// A running helper, killed on drop.
+struct Helper {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Helper {
+    fn start(bin: &Path, mode: &str) -> Helper {
+        let mut child = Command::new(bin)
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start helper");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut h = Helper { child, stdin, stdout };
+        h.expect("TOUCHED");
+        h
+    }
+
+    fn expect(&mut self, word: &str) {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), word, "helper did not say {word}");
+    }
+
+    fn release(&mut self) {
+        writeln!(self.stdin.as_mut().unwrap(), "go").unwrap();
+        self.expect("RELEASED");
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn exporter(extra: &[&str]) -> Exporter {
+    let mut args = util::only_collector("memory");
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn host_group(m: &str, metric: &str, process: &str) -> f64 {
+    sample(m, metric, &[("pod", ""), ("process", process)]).unwrap_or_else(|| panic!("no {metric} for {process}:\n{m}"))
+}
+
+#[test]
+fn madv_free_memory_shows_as_lazyfree() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = Helper::start(&build_helper(dir.path(), "nsmadvfree"), "free");
+    let e = exporter(&["--collector.memory.process-include=nsmadvfree"]);
+
+    let before = e.scrape();
+    let rss = host_group(&before, "nodesleuth_process_resident_memory_bytes", "nsmadvfree");
+    assert!(rss >= 256.0 * MIB, "touched 256 MiB, RSS {rss}");
+    assert!(host_group(&before, "nodesleuth_process_lazyfree_bytes", "nsmadvfree") < 16.0 * MIB);
+
+    helper.release();
+    let after = e.scrape();
+    let rss = host_group(&after, "nodesleuth_process_resident_memory_bytes", "nsmadvfree");
+    let lazy = host_group(&after, "nodesleuth_process_lazyfree_bytes", "nsmadvfree");
+    let kept = host_group(&after, "nodesleuth_process_resident_memory_minus_lazyfree_bytes", "nsmadvfree");
+    assert!(lazy >= 200.0 * MIB, "LazyFree {lazy} after MADV_FREE of 256 MiB:\n{after}");
+    assert!(rss >= 256.0 * MIB, "MADV_FREE pages stay resident until memory pressure: RSS {rss}");
+    assert_eq!(kept, rss - lazy);
+    assert!(kept < 32.0 * MIB, "RSS - LazyFree should be near zero, is {kept}");
+    assert_eq!(host_group(&after, "nodesleuth_processes", "nsmadvfree"), 1.0);
+    assert!(samples(&after, "nodesleuth_process_go_info", &[("process", "nsmadvfree")]).is_empty(), "C is not Go");
+}
+
+#[test]
+fn madv_dontneed_drops_rss() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = Helper::start(&build_helper(dir.path(), "nsmadvdontneed"), "dontneed");
+    let e = exporter(&["--collector.memory.process-include=nsmadvdontneed"]);
+    let before = host_group(&e.scrape(), "nodesleuth_process_resident_memory_bytes", "nsmadvdontneed");
+    assert!(before >= 256.0 * MIB, "touched 256 MiB, RSS {before}");
+    helper.release();
+    let m = e.scrape();
+    let after = host_group(&m, "nodesleuth_process_resident_memory_bytes", "nsmadvdontneed");
+    assert!(after < 32.0 * MIB, "RSS after MADV_DONTNEED is {after}");
+    assert_eq!(host_group(&m, "nodesleuth_process_lazyfree_bytes", "nsmadvdontneed"), 0.0);
+}
+
+/// A process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn go_version_of_a_live_go_binary_and_none_for_others() {
+    require_root();
+    let node_exporter = require_tool("prometheus-node-exporter");
+    // The version the binary reports of itself: "  go version:       go1.19.8".
+    let out = Command::new(&node_exporter).arg("--version").output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let version = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("go version:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no go version in `prometheus-node-exporter --version`:\n{text}"));
+    let port = util::free_port();
+    let _go = Running(
+        Command::new(&node_exporter)
+            .args([format!("--web.listen-address=127.0.0.1:{port}"), "--collector.disable-defaults".into()])
+            .env("GODEBUG", "gctrace=0,madvdontneed=0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _not_go = Running(Command::new("sleep").arg("300").spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while util::http_get(port, "/metrics").is_err() {
+        assert!(Instant::now() < deadline, "node_exporter did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // comm is the executable name cut to 15 bytes.
+    let e = exporter(&["--collector.memory.process-include=prometheus-node|sleep|nodesleuth"]);
+    let m = e.scrape();
+    let info = samples(&m, "nodesleuth_process_go_info", &[("process", "prometheus-node")]);
+    assert_eq!(info.len(), 1, "{m}");
+    let want = format!("go_version=\"{version}\",module=\"github.com/prometheus/node_exporter\",madvdontneed=\"0\"");
+    assert!(info[0].0.contains(&want), "{} lacks {want}", info[0].0);
+    // Non-Go binaries: coreutils' sleep (C) and nodesleuth itself (Rust) are counted but have no info series.
+    assert!(host_group(&m, "nodesleuth_processes", "sleep") >= 1.0);
+    assert!(host_group(&m, "nodesleuth_processes", "nodesleuth") >= 1.0);
+    assert!(samples(&m, "nodesleuth_process_go_info", &[("process", "sleep")]).is_empty());
+    assert!(samples(&m, "nodesleuth_process_go_info", &[("process", "nodesleuth")]).is_empty());
+}
+
+/// Processes exiting mid-scan, and an unprivileged exporter that may not read other users' `environ`, `exe` and
+/// `smaps_rollup`: every scrape succeeds, nothing is logged, and root's processes are still measured (from
+/// `status`, which everyone may read).
+#[test]
+fn churn_and_unreadable_files_are_not_noise() {
+    require_root();
+    let setpriv = require_tool("setpriv");
+    let setpriv = setpriv.to_str().unwrap();
+    let root_exporter = exporter(&[]);
+    let mut args = util::only_collector("memory");
+    args.push("--log.level=debug".into());
+    let nobody = Exporter::start_via(
+        &[setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut spawned = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && spawned < 5000 {
+                let _ = Command::new("true").status();
+                spawned += 1;
+            }
+            spawned
+        })
+    };
+    for _ in 0..8 {
+        for e in [&root_exporter, &nobody] {
+            let m = e.scrape();
+            assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "memory")]), Some(1.0), "{m}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(churn.join().unwrap() > 0);
+    // This test process runs as root; the unprivileged exporter still sees its RSS.
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap().trim().to_string();
+    let m = nobody.scrape();
+    assert!(host_group(&m, "nodesleuth_process_resident_memory_bytes", &me) > 0.0, "{m}");
+    for e in [&root_exporter, &nobody] {
+        let log = e.log();
+        assert!(!log.contains("collector failed") && !log.contains("level=warn"), "noise in the log:\n{log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
