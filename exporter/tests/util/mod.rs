@@ -49,11 +49,23 @@ impl Exporter {
 
     /// Starts the exporter and waits until `ready(port)` holds (for servers that do not speak plain HTTP).
     pub fn start_when(args: &[&str], ready: impl Fn(u16) -> bool) -> Exporter {
+        Self::launch(&[], args, &[], ready)
+    }
+
+    /// Starts `wrapper… nodesleuth --web.listen-address=… args…` with extra environment variables, and waits
+    /// until `ready(port)` holds; fails with the exporter's log if it exits or never gets ready.
+    pub fn launch(wrapper: &[&str], args: &[&str], env: &[(&str, &str)], ready: impl Fn(u16) -> bool) -> Exporter {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_nodesleuth"))
+        let exe = env!("CARGO_BIN_EXE_nodesleuth");
+        let mut cmd = Command::new(wrapper.first().copied().unwrap_or(exe));
+        if !wrapper.is_empty() {
+            cmd.args(&wrapper[1..]).arg(exe);
+        }
+        let child = cmd
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()
@@ -259,25 +271,7 @@ impl Drop for Holder {
 
 /// Like [`Exporter::start`], with extra environment variables for the exporter.
 pub fn start_exporter_with_env(args: &[&str], env: &[(&str, &str)]) -> Exporter {
-    let port = free_port();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_nodesleuth"))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .expect("start nodesleuth");
-    let e = Exporter { port, child, log };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if http_get(port, "/healthz").is_ok() {
-            return e;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nodesleuth did not come up; log:\n{}", e.log());
+    Exporter::launch(&[], args, env, |port| http_get(port, "/healthz").is_ok())
 }
 
 /// A real systemd (the one installed, 252 on Debian 12) running as PID 1 of new PID and mount namespaces, with
@@ -628,25 +622,6 @@ pub fn check_with_promtool(metrics: &str) {
 impl Exporter {
     /// Starts the exporter through a wrapper command (e.g. `setpriv --reuid=65534 …` to run it unprivileged).
     pub fn start_via(wrapper: &[&str], args: &[&str]) -> Exporter {
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(wrapper[0])
-            .args(&wrapper[1..])
-            .arg(env!("CARGO_BIN_EXE_nodesleuth"))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .expect("start nodesleuth");
-        let e = Exporter { port, child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http_get(port, "/healthz").is_ok() {
-                return e;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nodesleuth did not come up; log:\n{}", e.log());
+        Self::launch(wrapper, args, &[], |port| http_get(port, "/healthz").is_ok())
     }
 }
