@@ -4,5 +4,4 @@
 # Knobs (environment): ROUNDS, NOTIFICATIONS (per round), CONCURRENCY, ALERTS (per notification).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/target-relay}"
 exec cargo bench -p nodesleuth-relay --bench throughput

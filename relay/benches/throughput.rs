@@ -1,7 +1,7 @@
 //! Throughput of the relay: webhook notifications per second answered 200 (that is, delivered: the relay answers
 //! only after the robot accepted the message) with a fast fake DingTalk robot on loopback and the rate limit lifted.
 //!
-//! Run: `CARGO_TARGET_DIR=/tmp/target-relay cargo bench -p nodesleuth-relay --bench throughput`
+//! Run: `cargo bench -p nodesleuth-relay --bench throughput`
 //! Environment: `ROUNDS` (default 5), `NOTIFICATIONS` per round (default 3000), `CONCURRENCY` (default 64),
 //! `ALERTS` per notification (default 2).
 
