@@ -191,3 +191,68 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::metrics::Sink;
+    use crate::registry::{CollectError, Collector, HostPaths, ScrapeContext};
+
+    /// Blocks every scrape until released, so that scrapes pile up; says when one is parked.
+    struct Gate(Arc<(Mutex<bool>, Condvar)>, Arc<std::sync::atomic::AtomicBool>);
+    impl Collector for Gate {
+        fn name(&self) -> &'static str {
+            "gate"
+        }
+        fn collect(&self, _: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            let (lock, cv) = &*self.0;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            sink.gauge("test_gate", "gate", &[], 1.0);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scrapes_beyond_max_requests_get_503() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let host = HostPaths {
+            procfs: "/proc".into(),
+            rootfs: "/".into(),
+            pod_logs: "/x".into(),
+            container_logs: "/x".into(),
+        };
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            telemetry_path: "/metrics".into(),
+            max_requests: 1,
+            collector_timeout: Duration::from_secs(30),
+            web: WebConfig::default(),
+        };
+        let parked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let app = router(Registry::new(host, vec![Arc::new(Gate(gate.clone(), parked.clone()))]), &cfg);
+        let get = || Request::get("/metrics").body(Body::empty()).unwrap();
+        let first = tokio::spawn(app.clone().oneshot(get()));
+        // Once the first scrape is parked in the gate it holds the only slot.
+        while !parked.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = app.clone().oneshot(get()).await.unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE, "a second parallel scrape is refused");
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        // The slot is free again.
+        assert_eq!(app.oneshot(get()).await.unwrap().status(), StatusCode::OK);
+    }
+}
