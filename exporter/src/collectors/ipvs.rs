@@ -284,6 +284,12 @@ impl Collector for IpvsCollector {
             ));
         }
 
+        sink.gauge(
+            "nodesleuth_ipvs_connection_entries_without_service",
+            "IPVS connection-table entries whose virtual address is not a listed service (firewall-mark services, or entries that outlived their Service).",
+            &[],
+            rows.unknown_service as f64,
+        );
         for ((protocol, vip), agg) in &known {
             let (p, a, port) = (protocol.name().as_str().to_string(), vip.ip().to_string(), vip.port().to_string());
             let base = [("protocol", p.as_str()), ("virtual_address", a.as_str()), ("virtual_port", port.as_str())];
