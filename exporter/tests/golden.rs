@@ -79,6 +79,8 @@ fn ipvs_orphans_and_near_expiry_are_attributed_to_pod_and_service() {
         sample(&m, "nodesleuth_ipvs_connection_entries", &[("virtual_address", "10.96.0.10"), ("state", "UDP")]),
         Some(2.0)
     );
+    // An entry of a deleted Service is counted apart, not credited to a live one.
+    assert_eq!(sample(&m, "nodesleuth_ipvs_connection_entries_without_service", &[]), Some(1.0));
     // No IPVS over netlink on a fixture tree: the flags' timeouts, labelled as such.
     assert_eq!(sample(&m, "nodesleuth_ipvs_timeout_seconds", &[("protocol", "tcp"), ("source", "flag")]), Some(900.0));
     assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "ipvs")]), Some(1.0));
