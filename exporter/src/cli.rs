@@ -45,7 +45,7 @@ pub struct ExporterArgs {
     #[arg(long = "web.listen-address", default_value = DEFAULT_LISTEN)]
     pub listen_address: String,
     /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
     /// Path to a web configuration file (TLS and basic auth, exporter-toolkit format).
     #[arg(long = "web.config.file")]
@@ -121,6 +121,17 @@ pub fn enabled_collectors(m: &ArgMatches) -> Vec<&'static str> {
         .collect()
 }
 
+/// A telemetry path must be absolute and must not take `/healthz`.
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} must start with /"));
+    }
+    if s == "/healthz" || s.contains(['{', '}', '*']) {
+        return Err(format!("{s:?} is reserved or not a plain path"));
+    }
+    Ok(s.to_string())
+}
+
 /// Parses `250ms`, `8s`, `2m` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| (&s[..i], &s[i..]));
@@ -160,6 +171,14 @@ mod tests {
         let (cli, enabled) = parse(&["nodesleuth"]);
         assert_eq!(enabled, COLLECTORS.iter().filter(|c| c.1).map(|c| c.0).collect::<Vec<_>>());
         assert_eq!(listen_addr(&cli.exporter.listen_address).unwrap().port(), 9741);
+    }
+
+    #[test]
+    fn telemetry_paths() {
+        assert_eq!(parse_telemetry_path("/"), Ok("/".into()));
+        assert!(parse_telemetry_path("metrics").is_err());
+        assert!(parse_telemetry_path("/healthz").is_err());
+        assert!(parse_telemetry_path("/m/{x}").is_err());
     }
 
     #[test]

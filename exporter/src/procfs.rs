@@ -112,18 +112,22 @@ pub fn parse_ns_link(target: &str, kind: &str) -> Option<u64> {
 }
 
 /// Streams a file line by line through a reusable buffer, so a 100,000-socket `net/tcp` never sits in memory whole.
-/// `buf` keeps its capacity between calls. Lines longer than the buffer are passed truncated (none of the files
-/// read this way have such lines; the parser rejects them).
+/// `buf` keeps its capacity between calls. A line longer than the 64 KiB buffer (none of the files read this way
+/// have one) is passed cut to its first 64 KiB, and the rest of it is dropped, so the parser rejects one line
+/// instead of seeing its tail as another.
 pub fn for_each_line(path: &Path, buf: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -> io::Result<()> {
     const CHUNK: usize = 64 * 1024;
     let mut file = File::open(path)?;
     buf.clear();
     buf.resize(CHUNK, 0);
     let mut filled = 0;
+    let mut skipping = false;
     loop {
         if filled == buf.len() {
-            // A line longer than the whole buffer: hand over what we have and drop the rest of the line.
-            f(&buf[..filled]);
+            if !skipping {
+                f(&buf[..filled]);
+            }
+            skipping = true;
             filled = 0;
         }
         let n = match file.read(&mut buf[filled..]) {
@@ -132,7 +136,7 @@ pub fn for_each_line(path: &Path, buf: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -
             Err(e) => return Err(e),
         };
         if n == 0 {
-            if filled > 0 {
+            if filled > 0 && !skipping {
                 f(&buf[..filled]);
             }
             return Ok(());
@@ -140,7 +144,11 @@ pub fn for_each_line(path: &Path, buf: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -
         filled += n;
         let mut start = 0;
         while let Some(nl) = buf[start..filled].iter().position(|b| *b == b'\n') {
-            f(&buf[start..start + nl]);
+            if skipping {
+                skipping = false; // the end of the over-long line: drop its tail
+            } else {
+                f(&buf[start..start + nl]);
+            }
             start += nl + 1;
         }
         buf.copy_within(start..filled, 0);
@@ -166,6 +174,18 @@ mod tests {
         assert_eq!(parse_ns_link("net:[4026531840]", "net"), Some(4026531840));
         assert_eq!(parse_ns_link("mnt:[4026531840]", "net"), None);
         assert_eq!(parse_ns_link("net:[x]", "net"), None);
+    }
+
+    #[test]
+    fn over_long_lines_are_cut_once_not_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let long = "y".repeat(200 * 1024);
+        std::fs::write(&path, format!("first\n{long}\nlast\n")).unwrap();
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        for_each_line(&path, &mut buf, |l| got.push(l.len())).unwrap();
+        assert_eq!(got, vec![5, 64 * 1024, 4]);
     }
 
     #[test]

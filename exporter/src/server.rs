@@ -40,12 +40,11 @@ pub fn router(registry: Registry, cfg: &ServerConfig) -> Router {
         collector_timeout: cfg.collector_timeout,
         telemetry_path: cfg.telemetry_path.clone(),
     });
-    let mut app = Router::new()
-        .route(&cfg.telemetry_path, get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(landing))
-        .with_state(state)
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true));
+    let mut app = Router::new().route(&cfg.telemetry_path, get(metrics)).route("/healthz", get(|| async { "ok\n" }));
+    if cfg.telemetry_path != "/" {
+        app = app.route("/", get(landing));
+    }
+    let mut app = app.with_state(state).layer(tower_http::compression::CompressionLayer::new().gzip(true));
     let headers: Vec<(HeaderName, HeaderValue)> = cfg
         .web
         .headers()
@@ -102,8 +101,11 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
     {
-        // Leave room to encode and send before the scraper gives up.
-        timeout = timeout.min(Duration::from_secs_f64((secs - 0.5).max(0.1)));
+        // Leave room to encode and send before the scraper gives up. (A huge value cannot shorten anything; the
+        // comparison also keeps absurd values away from Duration's constructor.)
+        if secs - 0.5 < timeout.as_secs_f64() {
+            timeout = Duration::from_secs_f64((secs - 0.5).max(0.1));
+        }
     }
     let families = state.registry.scrape(timeout).await;
     let body = crate::metrics::encode_text(&families);

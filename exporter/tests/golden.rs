@@ -153,6 +153,8 @@ fn fixture_attribution_and_bounds() {
     );
     // IPv6 sockets, cgroup v1 with the cgroupfs driver.
     assert_eq!(cw(&[("namespace", "payments"), ("container", "api"), ("local_port", "5000")]), Some(4.0));
+    // Client-side CLOSE_WAIT (random local ports) is one bounded group, not one series per socket.
+    assert_eq!(cw(&[("namespace", "payments"), ("process", "python3"), ("local_port", "(ephemeral)")]), Some(3.0));
     // Listeners: saturated queue; v4 and v6 listeners on one port summed; no limit from the procfs path.
     assert_eq!(
         sample(&m, "nodesleuth_tcp_listen_queue_length", &[("pod", "web-7d4b9c-abcde"), ("local_port", "8080")]),

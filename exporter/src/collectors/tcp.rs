@@ -133,7 +133,12 @@ impl Collector for TcpCollector {
         if state.full_check {
             state.last_full_check = Some(std::time::Instant::now());
         }
-        state.walk_deadline = Some(std::time::Instant::now() + self.owner_search_budget);
+        // Never past the scrape's own deadline (less a margin to export), or every TCP series would be lost.
+        let mut budget = self.owner_search_budget;
+        if let Some(left) = ctx.time_left() {
+            budget = budget.min(left.saturating_sub(std::time::Duration::from_millis(500)));
+        }
+        state.walk_deadline = Some(std::time::Instant::now() + budget);
         let mut seen_inodes = HashSet::new();
         for ns in &scan.namespaces {
             let Some(sockets) = &ns.sockets else { continue };
@@ -201,9 +206,11 @@ impl TcpCollector {
             return;
         }
         let owners = attribute(&ctx.proc, &ns.label, &ns.pids, &scan.close_wait, state);
-        // Group by (owner pod, container, process, port).
+        // Group by (owner pod, container, process, port). Only listening ports are kept: a client-side CLOSE_WAIT
+        // (a pool whose server closed idle connections) has a random ephemeral port, and one series per socket
+        // would be unbounded; those are grouped as `(ephemeral)`.
         let mut who: HashMap<u32, (PodInfo, String)> = HashMap::new();
-        let mut groups: HashMap<(PodInfo, String, u16), u64> = HashMap::new();
+        let mut groups: HashMap<(PodInfo, String, Option<u16>), u64> = HashMap::new();
         for (inode, port) in &scan.close_wait {
             let (pod, process) = match owners.get(inode) {
                 Some(&pid) => who
@@ -216,13 +223,14 @@ impl TcpCollector {
                     .clone(),
                 None => (PodInfo { container: "".into(), ..ns.pod.clone() }, String::new()),
             };
-            *groups.entry((pod, process, *port)).or_default() += 1;
+            let port = scan.listeners.contains_key(port).then_some(*port);
+            *groups.entry((pod, process, port)).or_default() += 1;
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let rest: u64 = groups.iter().skip(self.close_wait_top_n).map(|g| g.1).sum();
         for ((pod, process, port), count) in groups.iter().take(self.close_wait_top_n) {
-            let port = port.to_string();
+            let port = port.map_or_else(|| "(ephemeral)".to_string(), |p| p.to_string());
             let labels = [
                 ("namespace", &*pod.namespace),
                 ("pod", &*pod.pod),
@@ -254,6 +262,11 @@ fn attribute(proc: &ProcFs, netns: &str, pids: &[u32], sockets: &[(u64, u16)], s
     let mut missing: HashSet<u64> = HashSet::new();
     let mut alive: HashMap<u32, Option<u64>> = HashMap::new();
     for (inode, _) in sockets {
+        // Inode 0: a connection still in a listener's accept queue that its client already closed. No process
+        // holds it, so no fd walk can find it.
+        if *inode == 0 {
+            continue;
+        }
         if let Some(owner) = state.owners.get(inode).copied() {
             let still = match owner.start {
                 Some(start) if !state.full_check => {
@@ -302,11 +315,14 @@ fn attribute(proc: &ProcFs, netns: &str, pids: &[u32], sockets: &[(u64, u16)], s
         }
     }
     if interrupted {
-        tracing::info!(
-            netns,
-            unattributed = missing.len(),
-            "tcp: CLOSE_WAIT owner search hit its time budget; resuming next scrape"
-        );
+        // Logged when a walk first runs out of time, not on every scrape that continues it.
+        if state.walk_logged.insert(netns.to_string()) {
+            tracing::info!(
+                netns,
+                unattributed = missing.len(),
+                "tcp: CLOSE_WAIT owner search hit its time budget; resuming next scrape"
+            );
+        }
         return found;
     }
     state.walk_logged.remove(netns);
