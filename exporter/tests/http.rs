@@ -21,6 +21,12 @@ fn landing_page_health_and_gzip() {
     assert!(body.contains("href=\"/metrics\"") && body.contains("<li>tcp</li>"), "{body}");
     assert_eq!(http_get(e.port, "/healthz").unwrap(), (200, "ok\n".to_string()));
     assert_eq!(http_get(e.port, "/nope").unwrap().0, 404);
+    // Scrape-timeout headers: absurd or malformed values are ignored, never fatal.
+    for v in ["1e20", "-3", "NaN", "abc", "0.2"] {
+        let (status, body) = http_request(e.port, "/metrics", &[("X-Prometheus-Scrape-Timeout-Seconds", v)]).unwrap();
+        assert_eq!(status, 200, "header {v}");
+        assert!(body.contains("nodesleuth_build_info"), "header {v}");
+    }
     // gzip only when asked, and the payload really is gzip.
     let curl = require_tool("curl");
     let out = Command::new(&curl)
@@ -100,6 +106,18 @@ fn web_config_tls_and_basic_auth_in_exporter_toolkit_format() {
     );
     // Plain HTTP on the TLS port is refused.
     assert!(http_request(e.port, "/metrics", &[]).map(|(s, _)| s != 200).unwrap_or(true));
+}
+
+#[test]
+fn metrics_can_be_served_at_the_root() {
+    let mut args = only_tcp();
+    args.push("--web.telemetry-path=/");
+    let e = Exporter::start(&args);
+    let (status, body) = http_get(e.port, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("nodesleuth_build_info"), "{body}");
+    let out = Command::new(env!("CARGO_BIN_EXE_nodesleuth")).args(["--web.telemetry-path=metrics"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("must start with /"));
 }
 
 #[test]
