@@ -294,7 +294,11 @@ fn read_sections<R: ReadAt>(
 
 /// File offset of a virtual address, through the loadable segments.
 fn file_offset(segments: &[Segment], vaddr: u64) -> Option<u64> {
-    segments.iter().find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz).map(|s| s.offset + (vaddr - s.vaddr))
+    // Checked: a corrupt program header can put a segment's file offset anywhere (found by the gobuildinfo fuzzer).
+    segments
+        .iter()
+        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
+        .and_then(|s| s.offset.checked_add(vaddr - s.vaddr))
 }
 
 /// Reads a Go string (header: data pointer, length) at virtual address `at` (the Go 1.13–1.17 layout).
