@@ -29,6 +29,13 @@ pub struct ProcessTable {
     pub by_netns: BTreeMap<u64, Vec<u32>>,
 }
 
+impl ProcessTable {
+    /// A process of the host network namespace, through which host-wide files (`net/ip_vs`) are read.
+    pub fn host_pid(&self) -> Option<u32> {
+        self.host_netns.and_then(|h| self.by_netns.get(&h)).and_then(|p| p.first().copied())
+    }
+}
+
 impl ProcFs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         ProcFs { root: root.into() }

@@ -56,6 +56,7 @@ pub struct ScrapeContext {
     processes: OnceLock<Arc<ProcessTable>>,
     /// Every namespace's sockets, read once per scrape by [`crate::sockets::SocketScanner::scan`].
     pub(crate) socket_scan: OnceLock<Arc<crate::sockets::NetScan>>,
+    ip_vs: OnceLock<Arc<HostFile>>,
     /// When the registry stops waiting for this scrape's collectors; a collector with its own timeouts (D-Bus)
     /// shortens them to finish before it, so that it reports "down" rather than being cut off.
     pub deadline: Option<Instant>,
@@ -64,7 +65,32 @@ pub struct ScrapeContext {
 impl ScrapeContext {
     pub fn new(host: Arc<HostPaths>) -> Self {
         let proc = ProcFs::new(host.procfs.clone());
-        ScrapeContext { host, proc, processes: OnceLock::new(), socket_scan: OnceLock::new(), deadline: None }
+        ScrapeContext {
+            host,
+            proc,
+            processes: OnceLock::new(),
+            socket_scan: OnceLock::new(),
+            ip_vs: OnceLock::new(),
+            deadline: None,
+        }
+    }
+
+    /// The host's IPVS service table (`net/ip_vs`), read once per scrape: the socket scan needs its virtual
+    /// services, the ipvs collector all of it.
+    pub fn ip_vs(&self) -> Arc<HostFile> {
+        self.ip_vs
+            .get_or_init(|| {
+                let Some(pid) = self.processes().host_pid() else {
+                    return Arc::new(HostFile {
+                        path: self.proc.root().join("net/ip_vs"),
+                        bytes: Err(std::io::ErrorKind::NotFound.into()),
+                    });
+                };
+                let path = self.proc.pid_path(pid, "net/ip_vs");
+                let bytes = std::fs::read(&path);
+                Arc::new(HostFile { path, bytes })
+            })
+            .clone()
     }
 
     /// Time left until the scrape's deadline (`None` without one).
@@ -76,6 +102,13 @@ impl ScrapeContext {
     pub fn processes(&self) -> Arc<ProcessTable> {
         self.processes.get_or_init(|| Arc::new(self.proc.process_table())).clone()
     }
+}
+
+/// A host-wide file read once per scrape, with where it was read from.
+#[derive(Debug)]
+pub struct HostFile {
+    pub path: PathBuf,
+    pub bytes: std::io::Result<Vec<u8>>,
 }
 
 struct Entry {

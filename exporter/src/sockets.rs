@@ -180,12 +180,9 @@ impl SocketScanner {
         }
         let names = netns::named_namespaces(&ctx.host.rootfs);
         if self.cfg.ipvs_clients
-            && let Some(host_pid) = table.host_netns.and_then(|h| table.by_netns.get(&h)).and_then(|p| p.first())
+            && let Ok(bytes) = &ctx.ip_vs().bytes
         {
-            match read_tcp_virtual_services(&ctx.proc, *host_pid) {
-                Ok(v) => out.virtual_services = v,
-                Err(e) => tracing::debug!(error = %e, "no IPVS services to look for"),
-            }
+            out.virtual_services = tcp_virtual_services(bytes);
         }
         out.namespaces = table
             .by_netns
@@ -241,18 +238,24 @@ impl SocketScanner {
     }
 }
 
-/// TCP virtual services of the host namespace's IPVS table (`net/ip_vs`).
-fn read_tcp_virtual_services(proc: &ProcFs, pid: u32) -> std::io::Result<HashSet<SocketAddr>> {
-    let bytes = std::fs::read(proc.pid_path(pid, "net/ip_vs"))?;
-    let services = ipvs::parse_services(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok(services
+/// TCP virtual services of the host's IPVS table (`net/ip_vs`); a malformed table is the ipvs collector's to
+/// report, here it just yields what parses.
+fn tcp_virtual_services(ip_vs: &[u8]) -> HashSet<SocketAddr> {
+    let Ok(services) = ipvs::parse_services(ip_vs) else { return HashSet::new() };
+    services
         .filter_map(Result::ok)
         .filter_map(|s| match s.virtual_service {
-            ipvs::VirtualService::Socket { protocol, addr } if protocol == ipvs::Protocol::TCP => Some(addr),
+            ipvs::VirtualService::Socket { protocol, addr } if protocol == ipvs::Protocol::TCP => {
+                Some(canonical_socket(addr))
+            }
             _ => None,
         })
-        .collect())
+        .collect()
+}
+
+/// `canonical` for a socket address.
+pub fn canonical_socket(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(a.ip()), a.port())
 }
 
 fn scan_netlink(

@@ -180,8 +180,8 @@ fn rank(v: &tokio_rustls::rustls::SupportedProtocolVersion) -> u8 {
     if v.version == tokio_rustls::rustls::ProtocolVersion::TLSv1_3 { 13 } else { 12 }
 }
 
-/// Checks basic-auth credentials against bcrypt hashes. bcrypt is deliberately slow (tens of ms), so verified
-/// pairs are remembered (as a SHA-free key: the hash plus the password never leave memory).
+/// Checks basic-auth credentials against bcrypt hashes. bcrypt is deliberately slow (tens of ms), so the outcome
+/// per (user, password) is remembered in memory, bounded to 1,024 entries, as exporter-toolkit does.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     verified: Mutex<HashMap<(String, String), bool>>,

@@ -13,8 +13,7 @@ const IPVS_CMD_GET_CONFIG: u8 = 13;
 const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
 const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
 const IPVS_CMD_ATTR_TIMEOUT_UDP: u16 = 6;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+use crate::netlink::{self, NLM_F_REQUEST, NLMSG_ERROR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GenlError {
@@ -36,9 +35,6 @@ pub struct IpvsTimeouts {
 
 fn message(kind: u16, seq: u32, cmd: u8, version: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
     let mut m = vec![0u8; 20];
-    m[4..6].copy_from_slice(&kind.to_ne_bytes());
-    m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m[8..12].copy_from_slice(&seq.to_ne_bytes());
     m[16] = cmd;
     m[17] = version;
     for (t, payload) in attrs {
@@ -48,8 +44,8 @@ fn message(kind: u16, seq: u32, cmd: u8, version: u8, attrs: &[(u16, &[u8])]) ->
         m.extend_from_slice(payload);
         m.resize((m.len() + 3) & !3, 0);
     }
-    let total = m.len() as u32;
-    m[0..4].copy_from_slice(&total.to_ne_bytes());
+    let total = m.len();
+    netlink::write_header(&mut m, total, kind, NLM_F_REQUEST, seq);
     m
 }
 
@@ -70,12 +66,12 @@ fn reply_attrs(reply: &[u8]) -> Result<Vec<(u16, &[u8])>, GenlError> {
     let len =
         reply.get(0..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or(GenlError::Malformed)?;
     let kind = reply.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]])).ok_or(GenlError::Malformed)?;
-    if len < 16 || len > reply.len() {
+    if len < netlink::NLMSG_HDRLEN || len > reply.len() {
         return Err(GenlError::Malformed);
     }
     if kind == NLMSG_ERROR {
-        let e = reply.get(16..20).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).ok_or(GenlError::Malformed)?;
-        return Err(GenlError::Kernel(e.checked_neg().unwrap_or(i32::MAX)));
+        let errno = netlink::error_code(&reply[netlink::NLMSG_HDRLEN..]).ok_or(GenlError::Malformed)?;
+        return Err(GenlError::Kernel(errno));
     }
     let mut at = 20;
     let mut out = Vec::new();

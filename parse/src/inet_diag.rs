@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::netlink::{self, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN};
 use crate::tcp_state::TcpState;
 
 pub const NETLINK_SOCK_DIAG: i32 = 4;
@@ -15,11 +16,6 @@ pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// The original `inet_diag` request type for TCP (`struct inet_diag_req`). The kernel serves it with the address
 /// family unset, so one dump walks the socket hash once for IPv4 and IPv6 together instead of once per family.
 pub const TCPDIAG_GETSOCK: u16 = 18;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HDRLEN: usize = 16;
 const INET_DIAG_MSG_LEN: usize = 72;
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -28,10 +24,7 @@ const IPPROTO_TCP: u8 = 6;
 /// Encodes a TCP dump request for one address family and a set of states (bit `1 << state`).
 pub fn tcp_dump_request(family: u8, states: u32, seq: u32) -> [u8; 72] {
     let mut req = [0u8; 72];
-    req[0..4].copy_from_slice(&72u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    netlink::write_header(&mut req, 72, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq);
     // nlmsg_pid 0: addressed to the kernel.
     req[16] = family;
     req[17] = IPPROTO_TCP;
@@ -44,10 +37,7 @@ pub fn tcp_dump_request(family: u8, states: u32, seq: u32) -> [u8; 72] {
 /// family, src_len, dst_len, ext, sockid (48 bytes), states, dbs).
 pub fn tcp_dump_request_all_families(states: u32, seq: u32) -> [u8; 76] {
     let mut req = [0u8; 76];
-    req[0..4].copy_from_slice(&76u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    netlink::write_header(&mut req, 76, TCPDIAG_GETSOCK, NLM_F_REQUEST | NLM_F_DUMP, seq);
     req[16] = AF_INET; // ignored by the kernel for dumps (it sets AF_UNSPEC), kept valid for old kernels
     req[68..72].copy_from_slice(&states.to_ne_bytes());
     req
@@ -206,15 +196,10 @@ fn decode_one(rest: &[u8], offset: usize) -> Result<(DiagMessage, usize), DiagEr
     let body = &rest[NLMSG_HDRLEN..len];
     let msg = match kind {
         NLMSG_DONE => DiagMessage::Done,
-        NLMSG_ERROR => {
-            let errno = body.get(0..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
-            // The kernel sends a negative errno; a hostile or corrupt buffer may hold i32::MIN, which has no negation.
-            if errno == 0 {
-                DiagMessage::Other(kind)
-            } else {
-                DiagMessage::Error(errno.checked_neg().unwrap_or(i32::MAX))
-            }
-        }
+        NLMSG_ERROR => match netlink::error_code(body).unwrap_or(0) {
+            0 => DiagMessage::Other(kind),
+            errno => DiagMessage::Error(errno),
+        },
         SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => DiagMessage::Socket(decode_socket(body, offset)?),
         other => DiagMessage::Other(other),
     };

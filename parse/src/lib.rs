@@ -10,6 +10,7 @@ pub mod gobuildinfo;
 pub mod hex;
 pub mod inet_diag;
 pub mod ipvs;
+pub mod netlink;
 pub mod netstat;
 pub mod proc_net_tcp;
 pub mod smaps;

@@ -30,7 +30,7 @@ use crate::metrics::Sink;
 use crate::netns;
 use crate::procfs;
 use crate::registry::{CollectError, Collector, ScrapeContext};
-use crate::sockets::{SocketScanner, canonical};
+use crate::sockets::{SocketScanner, canonical_socket as canonical_addr};
 
 /// Flags of the IPVS collector.
 #[derive(clap::Args, Debug, Clone)]
@@ -117,14 +117,13 @@ impl Collector for IpvsCollector {
     }
 
     fn collect(&self, ctx: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
-        let table = ctx.processes();
-        let host_pid = table
-            .host_netns
-            .and_then(|h| table.by_netns.get(&h))
-            .and_then(|p| p.first().copied())
+        let host_pid = ctx
+            .processes()
+            .host_pid()
             .ok_or_else(|| CollectError::Other("host network namespace not found in the process table".into()))?;
-        let services_path = ctx.proc.pid_path(host_pid, "net/ip_vs");
-        let services_text = match std::fs::read(&services_path) {
+        let ip_vs = ctx.ip_vs();
+        let services_path = &ip_vs.path;
+        let services_text = match &ip_vs.bytes {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // IPVS not loaded (iptables-mode kube-proxy, or no IPVS in this kernel): nothing to report.
@@ -133,7 +132,7 @@ impl Collector for IpvsCollector {
                 }
                 return Ok(());
             }
-            Err(e) => return Err(CollectError::io(services_path, e)),
+            Err(e) => return Err(CollectError::io(services_path, std::io::Error::new(e.kind(), e.to_string()))),
         };
         let timeouts = self.timeouts(&ctx.proc.pid_path(host_pid, "ns/net"));
         for (protocol, value) in [("tcp", timeouts.tcp), ("tcpfin", timeouts.tcp_fin), ("udp", timeouts.udp)] {
@@ -146,7 +145,7 @@ impl Collector for IpvsCollector {
         }
 
         // Services and real servers.
-        let services = ipvs::parse_services(&services_text).map_err(|e| CollectError::Other(e.to_string()))?;
+        let services = ipvs::parse_services(services_text).map_err(|e| CollectError::Other(e.to_string()))?;
         let mut known: HashMap<(Protocol, SocketAddr), ServiceAgg> = HashMap::new();
         let mut bad_services = 0usize;
         for service in services {
@@ -418,8 +417,4 @@ fn service_labels(vs: &VirtualService) -> (String, String, String) {
         }
         VirtualService::FirewallMark(mark) => ("fwm".to_string(), mark.to_string(), "0".to_string()),
     }
-}
-
-fn canonical_addr(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical(a.ip()), a.port())
 }
