@@ -8,10 +8,20 @@ use clap::{ArgAction, ArgMatches, Args, Parser, Subcommand};
 /// Default listen port, chosen to stay clear of node_exporter (9100) and process-exporter (9256).
 pub const DEFAULT_LISTEN: &str = ":9741";
 
+/// `--version`: the crate version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("NODESLEUTH_REVISION"),
+    ", ",
+    env!("NODESLEUTH_RUSTC"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nodesleuth",
-    version,
+    version = VERSION,
     about = "Prometheus exporter for Kubernetes node failures: CLOSE_WAIT per pod, accept queues, and more."
 )]
 pub struct Cli {
@@ -54,10 +64,10 @@ pub struct ExporterArgs {
     #[arg(long = "web.max-requests", default_value_t = 40)]
     pub max_requests: usize,
     /// procfs mountpoint (the DaemonSet mounts the host's at /host/proc).
-    #[arg(long = "path.procfs", default_value = "/proc")]
+    #[arg(long = "path.procfs", default_value = "/proc", value_parser = existing_dir)]
     pub procfs: PathBuf,
     /// Root of the host filesystem (for /run/netns names).
-    #[arg(long = "path.rootfs", default_value = "/")]
+    #[arg(long = "path.rootfs", default_value = "/", value_parser = existing_dir)]
     pub rootfs: PathBuf,
     /// kubelet's pod log directory: <namespace>_<pod>_<uid>/ entries name pods.
     #[arg(long = "path.pod-logs", default_value = "/var/log/pods")]
@@ -67,32 +77,23 @@ pub struct ExporterArgs {
     pub container_logs: PathBuf,
     /// Upper bound on one scrape's collection time; lowered to the scraper's
     /// X-Prometheus-Scrape-Timeout-Seconds minus 0.5 s when that is shorter.
-    #[arg(long = "collector.timeout", default_value = "8s", value_parser = parse_duration)]
+    #[arg(long = "collector.timeout", default_value = "8s", value_parser = parse_positive_duration)]
     pub collector_timeout: Duration,
+    /// Disable every collector not explicitly enabled with --collector.<name>.
+    #[arg(long = "collector.disable-defaults")]
+    pub disable_defaults: bool,
+    /// Every collector's own flags, declared in its module.
     #[command(flatten)]
-    pub tcp: crate::collectors::tcp::TcpArgs,
-    #[command(flatten)]
-    pub ipvs: crate::collectors::ipvs::IpvsArgs,
-    #[command(flatten)]
-    pub memory: crate::collectors::memory::MemoryArgs,
-    #[command(flatten)]
-    pub systemd: crate::collectors::systemd::SystemdArgs,
+    pub collectors: crate::collectors::CollectorArgs,
 }
 
-/// Collectors known to the binary: name, enabled by default, description.
-pub const COLLECTORS: &[(&str, bool, &str)] = &[
-    ("tcp", true, "TCP sockets per network namespace: states, CLOSE_WAIT owners, accept queues"),
-    ("ipvs", true, "IPVS services, connection table, and client connections IPVS has forgotten (orphaned)"),
-    ("memory", true, "process memory per container: RSS, anonymous, LazyFree (MADV_FREE), swap, Go runtime"),
-    ("systemd", true, "systemd and dbus-daemon over D-Bus: reply serial, hangs, unit churn, key units"),
-];
-
-/// Adds `--collector.<name>` / `--no-collector.<name>` for every collector.
+/// Adds `--collector.<name>` / `--no-collector.<name>` for every collector of [`crate::collectors::ALL`].
 pub fn augment(mut cmd: clap::Command) -> clap::Command {
-    for (name, default, help) in COLLECTORS {
+    for spec in crate::collectors::ALL {
+        let (name, default, help) = (spec.name, spec.enabled_by_default, spec.help);
         let on: &'static str = Box::leak(format!("collector.{name}").into_boxed_str());
         let off: &'static str = Box::leak(format!("no-collector.{name}").into_boxed_str());
-        let state = if *default { "enabled" } else { "disabled" };
+        let state = if default { "enabled" } else { "disabled" };
         let help_on: &'static str =
             Box::leak(format!("Enable the {name} collector ({state} by default): {help}.").into_boxed_str());
         cmd = cmd
@@ -102,23 +103,35 @@ pub fn augment(mut cmd: clap::Command) -> clap::Command {
     cmd
 }
 
-/// Collector names enabled by defaults and flags.
+/// Collector names enabled by defaults and flags (`--collector.disable-defaults` turns every default off).
 pub fn enabled_collectors(m: &ArgMatches) -> Vec<&'static str> {
-    COLLECTORS
+    let defaults_off = m.get_flag("disable_defaults");
+    crate::collectors::ALL
         .iter()
-        .filter(|(name, default, _)| {
-            let on = m.get_flag(&format!("collector.{name}"));
-            let off = m.get_flag(&format!("no-collector.{name}"));
+        .filter(|spec| {
+            let on = m.get_flag(&format!("collector.{}", spec.name));
+            let off = m.get_flag(&format!("no-collector.{}", spec.name));
             if on {
                 true
             } else if off {
                 false
             } else {
-                *default
+                spec.enabled_by_default && !defaults_off
             }
         })
-        .map(|(name, _, _)| *name)
+        .map(|spec| spec.name)
         .collect()
+}
+
+/// A path flag that must name an existing directory (a typo in `--path.procfs` otherwise yields an exporter that
+/// runs and reports nothing).
+fn existing_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_dir() => Ok(p),
+        Ok(_) => Err(format!("{s:?} is not a directory")),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 /// A telemetry path must be absolute and must not take `/healthz`.
@@ -132,17 +145,70 @@ fn parse_telemetry_path(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// Parses `250ms`, `8s`, `2m` or a bare number of seconds.
+/// The longest duration any flag takes: beyond it a value is a typo, not a setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses a Prometheus-style duration: one or more `<integer><unit>` with units `ms`, `s`, `m`, `h`, `d` in
+/// decreasing order (`250ms`, `8s`, `1m30s`, `1h`), or a bare number of seconds (`3`, `1.5`). Zero is allowed
+/// (flags where it means "off"); anything above [`MAX_DURATION`] is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    let invalid = || format!("invalid duration {s:?} (use e.g. 250ms, 8s, 1m30s, 1h)");
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 || secs > MAX_DURATION.as_secs_f64() {
+            return Err(format!("duration {s:?} is out of range (0 to {}h)", MAX_DURATION.as_secs() / 3600));
+        }
+        Duration::from_secs_f64(secs)
+    } else {
+        let units: [(&str, u64); 5] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
+        let mut rest = s;
+        let mut total_ms: u64 = 0;
+        let mut last_unit = None;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+            if digits == 0 {
+                return Err(invalid());
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let i = units.iter().position(|(u, _)| *u == unit).ok_or_else(invalid)?;
+            if last_unit.is_some_and(|l| i <= l) {
+                return Err(invalid()); // units must decrease: `1m30s`, not `30s1m`
+            }
+            last_unit = Some(i);
+            total_ms = n
+                .checked_mul(units[i].1)
+                .and_then(|ms| total_ms.checked_add(ms))
+                .ok_or_else(|| format!("duration {s:?} is out of range"))?;
+        }
+        Duration::from_millis(total_ms)
     };
-    Ok(Duration::from_secs_f64(secs))
+    if d > MAX_DURATION {
+        return Err(format!("duration {s:?} is out of range (0 to {}h)", MAX_DURATION.as_secs() / 3600));
+    }
+    Ok(d)
+}
+
+/// [`parse_duration`] for timeouts and budgets, where zero would mean "never succeed".
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
+/// A fraction in (0, 1].
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        Ok(_) => Err(format!("{s:?} must be greater than 0 and at most 1")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
 }
 
 /// Resolves `:9741` to `0.0.0.0:9741`; anything else must be a socket address.
@@ -163,14 +229,45 @@ mod tests {
 
     #[test]
     fn node_exporter_spellings_and_collector_toggles() {
-        let (cli, enabled) = parse(&["nodesleuth", "--path.procfs", "/host/proc", "--no-collector.tcp"]);
-        assert_eq!(cli.exporter.procfs, PathBuf::from("/host/proc"));
+        let (cli, enabled) = parse(&["nodesleuth", "--path.procfs", "/sys", "--no-collector.tcp"]);
+        assert_eq!(cli.exporter.procfs, PathBuf::from("/sys"));
         assert!(!enabled.contains(&"tcp"));
         let (_, enabled) = parse(&["nodesleuth", "--no-collector.tcp", "--collector.tcp"]);
         assert!(enabled.contains(&"tcp"));
         let (cli, enabled) = parse(&["nodesleuth"]);
-        assert_eq!(enabled, COLLECTORS.iter().filter(|c| c.1).map(|c| c.0).collect::<Vec<_>>());
+        assert_eq!(enabled, vec!["tcp", "ipvs", "memory", "systemd"]);
         assert_eq!(listen_addr(&cli.exporter.listen_address).unwrap().port(), 9741);
+        let (_, enabled) = parse(&["nodesleuth", "--collector.disable-defaults", "--collector.ipvs"]);
+        assert_eq!(enabled, vec!["ipvs"]);
+    }
+
+    fn rejects(args: &[&str]) -> String {
+        match augment(Cli::command()).try_get_matches_from(args) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn absurd_flag_values_are_refused_with_the_flag_named() {
+        let e = rejects(&["nodesleuth", "--path.procfs", "/nonexistent/proc"]);
+        assert!(e.contains("--path.procfs") && e.contains("No such file"), "{e}");
+        let e = rejects(&["nodesleuth", "--collector.timeout", "0s"]);
+        assert!(e.contains("--collector.timeout") && e.contains("greater than zero"), "{e}");
+        let e = rejects(&["nodesleuth", "--collector.timeout", "9999999999999h"]);
+        assert!(e.contains("out of range"), "{e}");
+        let e = rejects(&["nodesleuth", "--collector.ipvs.near-expiry-ratio", "1.5"]);
+        assert!(e.contains("near-expiry-ratio") && e.contains("at most 1"), "{e}");
+        let e = rejects(&["nodesleuth", "--collector.systemd.timeout=-1"]);
+        assert!(e.contains("--collector.systemd.timeout"), "{e}");
+        let e = rejects(&["nodesleuth", "--collector.tcp.owner-search-budget", "NaN"]);
+        assert!(e.contains("owner-search-budget"), "{e}");
+    }
+
+    #[test]
+    fn version_names_the_revision() {
+        assert!(VERSION.contains("revision "), "{VERSION}");
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
     }
 
     #[test]
@@ -186,7 +283,18 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("8s").unwrap(), Duration::from_secs(8));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3h").is_err());
-        assert!(parse_duration("x").is_err());
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h1m1s1ms").unwrap(), Duration::from_millis(3_661_001));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("0").is_err());
+        for bad in ["x", "", "s", "3x", "30s1m", "1m1m", "-1", "-1s", "1.5s", "NaN", "inf", "2d", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_duration("1d").unwrap(), MAX_DURATION);
+        assert_eq!(parse_ratio("0.1"), Ok(0.1));
+        assert!(parse_ratio("0").is_err() && parse_ratio("1.01").is_err() && parse_ratio("NaN").is_err());
     }
 }

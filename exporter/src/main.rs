@@ -65,10 +65,10 @@ async fn run_exporter(args: cli::ExporterArgs, enabled: Vec<&'static str>) -> an
     let collectors: Vec<Arc<dyn Collector>> = enabled
         .iter()
         .map(|name| {
-            collectors::build(name, &args, &shared).ok_or_else(|| anyhow::anyhow!("collector {name} is not built"))
+            collectors::build(name, &args.collectors, &shared).ok_or_else(|| anyhow::anyhow!("collector {name} is not built"))
         })
         .collect::<anyhow::Result<_>>()?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), collectors = enabled.join(","), procfs = %host.procfs.display(), "starting nodesleuth");
+    tracing::info!(version = cli::VERSION, collectors = enabled.join(","), procfs = %host.procfs.display(), "starting nodesleuth");
     let cfg = ServerConfig {
         listen,
         telemetry_path: args.telemetry_path.clone(),

@@ -26,6 +26,8 @@ enum Value {
 pub struct Sink {
     families: Vec<Family>,
     problems: Vec<String>,
+    /// Set when the collector's source does not exist on this node (no IPVS, no D-Bus socket): not a failure.
+    absent: Option<String>,
 }
 
 impl Sink {
@@ -67,6 +69,37 @@ impl Sink {
         &self.problems
     }
 
+    /// Says that the collector's source is not present on this node (why, for the log): the registry exports
+    /// `nodesleuth_collector_source_present 0` instead of a failure.
+    pub fn source_absent(&mut self, why: impl Into<String>) {
+        self.absent = Some(why.into());
+    }
+
+    pub fn absent(&self) -> Option<&str> {
+        self.absent.as_deref()
+    }
+
+    /// Series written twice with the same labels: a bug in the collector (or two sources it should have
+    /// aggregated explicitly), never silently summed. One line per duplicated series.
+    pub fn duplicates(&self) -> Vec<String> {
+        let mut out: Vec<(&str, Vec<(&'static str, String)>)> = Vec::new();
+        for f in &self.families {
+            let mut labels: Vec<&Vec<(&'static str, String)>> = f.series.iter().map(|s| &s.0).collect();
+            labels.sort();
+            labels.dedup_by(|later, earlier| {
+                let same = later == earlier;
+                if same {
+                    // Reported once however many copies there are: only for the second.
+                    if !out.last().is_some_and(|(n, l)| *n == f.name && l == *earlier) {
+                        out.push((f.name, (*earlier).clone()));
+                    }
+                }
+                same
+            });
+        }
+        out.into_iter().map(|(name, labels)| format!("duplicate series {name}{labels:?}")).collect()
+    }
+
     /// Forgets recorded problems once the registry has reported them.
     pub fn problems_clear(&mut self) {
         self.problems.clear();
@@ -105,8 +138,8 @@ impl Sink {
         self.problems.extend(other.problems);
     }
 
-    /// Converts to exposition families, sorted by name, series sorted by label values, duplicates summed (two
-    /// sources can legitimately map to the same label set, e.g. two unnamed namespaces with the same process).
+    /// Converts to exposition families, sorted by name, series sorted by label values. A duplicate series keeps
+    /// its first value (the registry has reported it as a collector problem through [`Sink::duplicates`]).
     pub fn into_families(self) -> Vec<MetricFamily> {
         let mut families = self.families;
         families.sort_by(|a, b| a.name.cmp(b.name));
@@ -115,14 +148,9 @@ impl Sink {
             // The text encoder rejects families without series.
             .filter(|f| !f.series.is_empty())
             .map(|mut f| {
+                // Stable sort: the first of duplicates stays first and is the one kept.
                 f.series.sort_by(|a, b| a.0.cmp(&b.0));
-                f.series.dedup_by(|later, earlier| {
-                    let same = later.0 == earlier.0;
-                    if same && let (Value::Number(e), Value::Number(l)) = (&mut earlier.1, &later.1) {
-                        *e += *l;
-                    }
-                    same
-                });
+                f.series.dedup_by(|later, earlier| later.0 == earlier.0);
                 let mut mf = MetricFamily::default();
                 mf.set_name(f.name.to_string());
                 mf.set_help(f.help.to_string());
@@ -209,14 +237,25 @@ mod tests {
     }
 
     #[test]
-    fn sorts_and_sums_duplicate_series() {
+    fn sorts_and_reports_duplicate_series_instead_of_summing() {
         let mut s = Sink::new();
         s.gauge("b_metric", "b", &[("x", "2")], 1.0);
         s.gauge("b_metric", "b", &[("x", "1")], 1.0);
         s.gauge("b_metric", "b", &[("x", "2")], 2.0);
+        s.gauge("b_metric", "b", &[("x", "2")], 4.0);
         s.counter("a_total", "a", &[], 5.0);
+        assert_eq!(s.duplicates(), vec!["duplicate series b_metric[(\"x\", \"2\")]".to_string()]);
         let text = String::from_utf8(encode_text(&s.into_families())).unwrap();
-        let expected = "# HELP a_total a\n# TYPE a_total counter\na_total 5\n# HELP b_metric b\n# TYPE b_metric gauge\nb_metric{x=\"1\"} 1\nb_metric{x=\"2\"} 3\n";
+        let expected = "# HELP a_total a\n# TYPE a_total counter\na_total 5\n# HELP b_metric b\n# TYPE b_metric gauge\nb_metric{x=\"1\"} 1\nb_metric{x=\"2\"} 1\n";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn no_duplicates_no_report() {
+        let mut s = Sink::new();
+        s.gauge("m", "m", &[("x", "1")], 1.0);
+        s.gauge("m", "m", &[("x", "2")], 1.0);
+        s.gauge("n", "n", &[("x", "1")], 1.0);
+        assert!(s.duplicates().is_empty());
     }
 }

@@ -116,6 +116,8 @@ struct Entry {
     /// Held for the whole run of the collector, including on its blocking thread.
     running: Arc<tokio::sync::Mutex<()>>,
     last_error: Mutex<Option<String>>,
+    /// Whether "source not present" was logged (once, until it is present again).
+    absent_logged: Mutex<bool>,
 }
 
 pub struct Registry {
@@ -139,6 +141,7 @@ impl Registry {
                 collector,
                 running: Arc::new(tokio::sync::Mutex::new(())),
                 last_error: Mutex::new(None),
+                absent_logged: Mutex::new(false),
             })
             .collect();
         Registry { entries, host: Arc::new(host) }
@@ -159,14 +162,26 @@ impl Registry {
 
         let mut merged = Sink::new();
         for (entry, outcome) in self.entries.iter().zip(outcomes) {
-            let name = outcome.name;
-            let mut error = outcome.error;
+            let Outcome { name, error, sink: mut outcome_sink, seconds } = outcome;
+            let mut error = error;
+            for d in outcome_sink.duplicates() {
+                outcome_sink.problem(d);
+            }
+            let outcome = Outcome { name, error: None, sink: outcome_sink, seconds };
             if error.is_none() && !outcome.sink.problems().is_empty() {
                 let p = outcome.sink.problems();
                 let more = if p.len() > 1 { format!(" (and {} more problems)", p.len() - 1) } else { String::new() };
                 error = Some(format!("partial data: {}{more}", p[0]));
             }
             report(entry, name, error.as_deref());
+            let absent = outcome.sink.absent().map(str::to_string);
+            report_absent(entry, name, absent.as_deref());
+            merged.gauge(
+                "nodesleuth_collector_source_present",
+                "0 when the collector's data source does not exist on this node (e.g. no IPVS, no D-Bus socket).",
+                &[("collector", name)],
+                if absent.is_some() { 0.0 } else { 1.0 },
+            );
             merged.gauge(
                 "nodesleuth_scrape_collector_duration_seconds",
                 "Seconds a collector took in this scrape (up to the deadline when it overran).",
@@ -235,6 +250,17 @@ async fn run_one(entry: &Entry, ctx: Arc<ScrapeContext>, deadline: tokio::time::
         Ok(Ok((Ok(Err(e)), sink))) => Outcome { name, sink, error: Some(e.to_string()), seconds: elapsed() },
         Ok(Ok((Ok(Ok(())), sink))) => Outcome { name, sink, error: None, seconds: elapsed() },
     }
+}
+
+/// Logs once that a collector's source is absent, and once when it appears.
+fn report_absent(entry: &Entry, name: &str, absent: Option<&str>) {
+    let mut logged = entry.absent_logged.lock().unwrap_or_else(|p| p.into_inner());
+    match (absent, *logged) {
+        (Some(why), false) => tracing::info!(collector = name, reason = why, "collector source not present on this node"),
+        (None, true) => tracing::info!(collector = name, "collector source present now"),
+        _ => {}
+    }
+    *logged = absent.is_some();
 }
 
 /// Logs a collector's failure once per distinct error, and its recovery once.

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use nodesleuth_parse::inet_diag;
@@ -117,6 +117,8 @@ pub struct NetScan {
     pub problems: Vec<String>,
     /// The IPVS TCP virtual services the scan looked for (empty unless asked for).
     pub virtual_services: HashSet<SocketAddr>,
+    /// Walks of the kernel's socket tables this scan made (one per netlink dump or procfs file).
+    pub walks: u64,
 }
 
 /// Reads every namespace's sockets, at most once per scrape.
@@ -126,6 +128,8 @@ pub struct SocketScanner {
     counters: OnceLock<CounterSemantics>,
     buffers: Mutex<(Vec<u8>, Vec<u8>)>,
     netlink_warned: AtomicBool,
+    /// Socket-table walks since start (see [`NetScan::walks`]).
+    walks_total: AtomicU64,
 }
 
 impl SocketScanner {
@@ -136,6 +140,7 @@ impl SocketScanner {
             counters: OnceLock::new(),
             buffers: Mutex::new((Vec::new(), Vec::new())),
             netlink_warned: AtomicBool::new(false),
+            walks_total: AtomicU64::new(0),
         });
         if scanner.cfg.source != TcpSource::Procfs && !scanner.cfg.exact_dump {
             // Run the self-test at start-up rather than in the first scrape; a scrape that needs it meanwhile waits.
@@ -147,7 +152,25 @@ impl SocketScanner {
 
     /// This scrape's scan: the first caller reads, later callers of the same scrape get the same result.
     pub fn scan(&self, ctx: &ScrapeContext) -> Arc<NetScan> {
-        ctx.socket_scan.get_or_init(|| Arc::new(self.read_all(ctx))).clone()
+        ctx.socket_scan
+            .get_or_init(|| {
+                let scan = self.read_all(ctx);
+                self.walks_total.fetch_add(scan.walks, Ordering::Relaxed);
+                Arc::new(scan)
+            })
+            .clone()
+    }
+
+    /// Walks of the kernel's socket tables since start: each costs a pass over the whole (global) established
+    /// hash, whatever the namespace holds, unless `net.ipv4.tcp_child_ehash_entries` gave namespaces their own.
+    pub fn walks_total(&self) -> u64 {
+        self.walks_total.load(Ordering::Relaxed)
+    }
+
+    /// The self-test's verdict on this kernel's counters (runs it if it has not run yet); `None` with
+    /// `--collector.tcp.exact-counts`.
+    pub fn kernel_counters(&self) -> Option<CounterSemantics> {
+        self.counter_semantics()
     }
 
     fn counter_semantics(&self) -> Option<CounterSemantics> {
@@ -225,15 +248,27 @@ impl SocketScanner {
         let semantics = if netlink.iter().any(Option::is_some) { self.counter_semantics() } else { None };
         let mut bufs = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         let (line_buf, diag_buf) = &mut *bufs;
+        let mut walks = 0u64;
         for (ns, fd) in out.namespaces.iter_mut().zip(netlink) {
             ns.sockets = match fd {
-                Some(fd) => {
-                    scan_netlink(&ctx.proc, ns, &fd, semantics, &out.virtual_services, diag_buf, &mut out.problems)
-                }
+                Some(fd) => scan_netlink(
+                    &ctx.proc,
+                    ns,
+                    &fd,
+                    semantics,
+                    &out.virtual_services,
+                    diag_buf,
+                    &mut out.problems,
+                    &mut walks,
+                ),
                 None if self.cfg.source == TcpSource::Netlink => None,
-                None => scan_procfs(&ctx.proc, ns, &out.virtual_services, line_buf, &mut out.problems),
+                None => {
+                    walks += 2; // net/tcp and net/tcp6
+                    scan_procfs(&ctx.proc, ns, &out.virtual_services, line_buf, &mut out.problems)
+                }
             };
         }
+        out.walks = walks;
         out
     }
 }
@@ -258,6 +293,13 @@ pub fn canonical_socket(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical(a.ip()), a.port())
 }
 
+/// Up to this many ESTABLISHED sockets (by the namespace's counter), a namespace that has to be searched for IPVS
+/// client sockets gets them copied in the same walk as the rare states, instead of a second, kernel-filtered walk:
+/// a walk costs a pass over the global socket hash (~25 ms at 100,000 sockets on the node), copying a socket about
+/// 1 µs. Pod namespaces hold few sockets; the host namespace of a busy node keeps the filtered walk.
+const ONE_WALK_MAX_ESTABLISHED: u64 = 4096;
+
+#[allow(clippy::too_many_arguments)]
 fn scan_netlink(
     proc: &ProcFs,
     ns: &NsScan,
@@ -266,13 +308,15 @@ fn scan_netlink(
     virtual_services: &HashSet<SocketAddr>,
     buf: &mut Vec<u8>,
     problems: &mut Vec<String>,
+    walks: &mut u64,
 ) -> Option<NsSockets> {
     // Counters first: if they cannot be read, dump everything.
     let sem = semantics.unwrap_or_default();
     let counters = if sem == CounterSemantics::default() { None } else { read_counters(proc, &ns.pids) };
     let mut skip: Vec<TcpState> = Vec::new();
-    if counters.is_some() {
-        if sem.curr_estab_includes_close_wait.is_some() {
+    if let Some((curr_estab, _)) = counters {
+        let one_walk = !virtual_services.is_empty() && curr_estab <= ONE_WALK_MAX_ESTABLISHED;
+        if sem.curr_estab_includes_close_wait.is_some() && !one_walk {
             skip.push(TcpState::Established);
         }
         if sem.tw_includes_fin_wait2_minisocks.is_some() {
@@ -282,6 +326,7 @@ fn scan_netlink(
     let wanted: Vec<TcpState> = TcpState::ALL.into_iter().filter(|s| !skip.contains(s)).collect();
     let mask = inet_diag::states_mask(&wanted);
     let mut scan = NsSockets { limits_known: true, source: "netlink", ..NsSockets::default() };
+    *walks += 1;
     let dumped = sock_diag::dump_tcp(fd, mask, buf, |s| {
         scan.add(s.state, s.local_port, s.inode, s.rqueue, s.wqueue, s.timer);
         if s.state == TcpState::Established && !virtual_services.is_empty() {
@@ -301,6 +346,7 @@ fn scan_netlink(
         vips.sort();
         let per_filter = 1500; // endpoints per filter attribute (well under its 64 KiB limit)
         for chunk in vips.chunks(per_filter) {
+            *walks += 1;
             let r = sock_diag::dump_tcp_filtered(fd, TcpState::Established.mask(), chunk, buf, |s| {
                 let remote = SocketAddr::new(canonical(s.remote_addr), s.remote_port);
                 scan.to_virtual_services.push((SocketAddr::new(canonical(s.local_addr), s.local_port), remote));
@@ -312,12 +358,16 @@ fn scan_netlink(
         }
     }
     if let Some((curr_estab, tw)) = counters {
-        if let Some(includes_cw) = sem.curr_estab_includes_close_wait {
+        if let Some(includes_cw) = sem.curr_estab_includes_close_wait
+            && skip.contains(&TcpState::Established)
+        {
             let cw = scan.counts[TcpState::CloseWait.index()];
             scan.counts[TcpState::Established.index()] =
                 if includes_cw { curr_estab.saturating_sub(cw) } else { curr_estab };
         }
-        if let Some(includes_fw2) = sem.tw_includes_fin_wait2_minisocks {
+        if let Some(includes_fw2) = sem.tw_includes_fin_wait2_minisocks
+            && skip.contains(&TcpState::TimeWait)
+        {
             let minisocks = if includes_fw2 { scan.fin_wait2_minisocks } else { 0 };
             scan.counts[TcpState::TimeWait.index()] = tw.saturating_sub(minisocks);
         }

@@ -285,10 +285,11 @@ fn reconnects_after_dbus_daemon_restarts() {
     }
 }
 
-/// No D-Bus at all (a laptop, a container without the socket): down, one log line, no spam, other collectors fine.
-/// The address comes from DBUS_SYSTEM_BUS_ADDRESS when the flag is not given.
+/// No D-Bus at all (a laptop, a container without the socket): the source is reported absent, not failed, with no
+/// `up 0` series to page on; one log line, no spam, other collectors fine. The address comes from
+/// DBUS_SYSTEM_BUS_ADDRESS when the flag is not given.
 #[test]
-fn no_dbus_reports_down_and_logs_once() {
+fn no_dbus_is_an_absent_source_logged_once() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let address = format!("unix:path={}/no_bus_here", dir.path().display());
@@ -298,9 +299,11 @@ fn no_dbus_reports_down_and_logs_once() {
         let started = Instant::now();
         let m = e.scrape();
         assert!(started.elapsed() < HANG_BOUND, "{:?}", started.elapsed());
-        assert_eq!(value(&m, "nodesleuth_systemd_up"), 0.0, "{m}");
-        assert_eq!(value(&m, "nodesleuth_dbus_up"), 0.0, "{m}");
-        assert_eq!(success(&m, "systemd"), Some(0.0));
+        assert!(sample(&m, "nodesleuth_systemd_up", &[]).is_none(), "{m}");
+        assert!(sample(&m, "nodesleuth_dbus_up", &[]).is_none(), "{m}");
+        assert_eq!(success(&m, "systemd"), Some(1.0));
+        assert_eq!(sample(&m, "nodesleuth_collector_source_present", &[("collector", "systemd")]), Some(0.0), "{m}");
+        assert_eq!(sample(&m, "nodesleuth_collector_source_present", &[("collector", "tcp")]), Some(1.0), "{m}");
         assert!(sample(&m, "nodesleuth_systemd_reply_serial", &[]).is_none(), "never seen: {m}");
         assert_eq!(success(&m, "tcp"), Some(1.0), "{}", e.log());
     }
@@ -308,7 +311,7 @@ fn no_dbus_reports_down_and_logs_once() {
     let lines: Vec<&str> =
         log.lines().filter(|l| l.contains("systemd") && !l.contains("starting nodesleuth")).collect();
     assert_eq!(lines.len(), 1, "one line, not one per scrape:\n{log}");
-    assert!(lines[0].contains(&address) && lines[0].contains("No such file or directory"), "{}", lines[0]);
+    assert!(lines[0].contains("no_bus_here") && lines[0].contains("does not exist"), "{}", lines[0]);
 }
 
 /// A bus whose policy denies dbus-daemon's statistics, and no systemd on it: the bus is up, the statistics are

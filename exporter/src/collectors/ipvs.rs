@@ -12,15 +12,17 @@
 //! available. The client side comes from the shared socket scan ([`crate::sockets`]): every namespace's ESTABLISHED
 //! sockets whose remote endpoint is a TCP virtual service, fetched with a kernel-side filter.
 //!
-//! **What it exports.** Per service and real server: connections and weight; totals as counters; the connection
-//! table per service and state; an idle-time histogram of ESTABLISHED entries per service; the timeouts; and, per
-//! client pod and service, client connections, `nodesleuth_ipvs_orphaned_connections` (an ESTABLISHED socket to a
-//! VIP with no entry for its client address and port) and `nodesleuth_ipvs_connections_near_expiry`.
+//! **What it exports.** Sized for clusters whose service table has thousands of entries on every node: counts of
+//! virtual services and real servers; totals as counters; per service only where this node has connection
+//! entries (entries per state, longest idle time of an ESTABLISHED entry); a node-wide idle-time distribution;
+//! the timeouts; per client pod and service with connections, client connections,
+//! `nodesleuth_ipvs_orphaned_connections` (an ESTABLISHED socket to a VIP with no entry for its client address and
+//! port) and `nodesleuth_ipvs_connections_near_expiry` (both only when non-zero). Per-real-server series are
+//! opt-in (`--collector.ipvs.backend-metrics`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nodesleuth_parse::genl;
@@ -46,19 +48,28 @@ pub struct IpvsArgs {
     pub timeout_udp: u32,
     /// IPVS: an entry of a client connection counts as near expiry when less than this fraction of the TCP
     /// timeout is left.
-    #[arg(long = "collector.ipvs.near-expiry-ratio", default_value_t = 0.1)]
+    #[arg(long = "collector.ipvs.near-expiry-ratio", default_value = "0.1", value_parser = crate::cli::parse_ratio)]
     pub near_expiry_ratio: f64,
-    /// IPVS: export per-real-server series (active/inactive connections, weight); off on very large clusters.
-    #[arg(long = "collector.ipvs.backend-metrics", default_value_t = true, action = clap::ArgAction::Set)]
+    /// IPVS: export per-real-server series (active/inactive connections, weight). Off by default: the service
+    /// table is the same on every node, so on a cluster with thousands of endpoints this is tens of thousands of
+    /// series per node.
+    #[arg(long = "collector.ipvs.backend-metrics", default_value_t = false, action = clap::ArgAction::Set)]
     pub backend_metrics: bool,
 }
+
+/// The `ipvs` collector: on by default.
+pub const SPEC: super::CollectorSpec = super::CollectorSpec {
+    name: "ipvs",
+    enabled_by_default: true,
+    help: "IPVS services, connection table, and client connections IPVS has forgotten (orphaned)",
+    build: |args, shared| build(&args.ipvs, shared),
+};
 
 pub fn build(args: &IpvsArgs, shared: &super::Shared) -> Arc<dyn Collector> {
     Arc::new(IpvsCollector {
         args: args.clone(),
         scanner: shared.sockets.clone(),
         buf: Mutex::new(Vec::new()),
-        absent_logged: AtomicBool::new(false),
     })
 }
 
@@ -66,11 +77,10 @@ pub struct IpvsCollector {
     args: IpvsArgs,
     scanner: Arc<SocketScanner>,
     buf: Mutex<Vec<u8>>,
-    absent_logged: AtomicBool,
 }
 
-/// Upper bounds (seconds) of the idle-time histogram. Fixed, so series stay comparable when timeouts change;
-/// dense near the 900 s default.
+/// Upper bounds (seconds) of the node-wide idle-time distribution. Fixed, so series stay comparable when timeouts
+/// change; dense near the 900 s default.
 const IDLE_BUCKETS: [f64; 12] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 750.0, 810.0, 870.0, 900.0, 1800.0];
 
 /// Connection-table aggregate of one virtual service.
@@ -78,9 +88,8 @@ const IDLE_BUCKETS: [f64; 12] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 750
 struct ServiceAgg {
     /// Entries per state name (few distinct names: linear search, no allocation per row).
     states: Vec<(String, u64)>,
-    idle_buckets: [u64; IDLE_BUCKETS.len()],
-    idle_sum: f64,
-    idle_count: u64,
+    /// Longest idle time of an ESTABLISHED TCP entry (`None` without one).
+    idle_max: Option<u32>,
 }
 
 /// A client socket to a virtual service, and what the connection table says of it.
@@ -102,10 +111,13 @@ const HELP_ACTIVE: &str = "Active connections (ActiveConn) of an IPVS real serve
 const HELP_INACTIVE: &str = "Inactive connections (InActConn) of an IPVS real server.";
 const HELP_WEIGHT: &str = "Scheduling weight of an IPVS real server.";
 const HELP_ENTRIES: &str = "IPVS connection-table entries per virtual service and state.";
-const HELP_IDLE: &str =
-    "Idle time (timeout minus Expires) of ESTABLISHED IPVS connection entries, per virtual service.";
-const HELP_TIMEOUT: &str =
-    "IPVS protocol timeout; source says whether it was read from the kernel (netlink) or is the flag's value (flag).";
+const HELP_IDLE_MAX: &str =
+    "Longest idle time (TCP timeout minus Expires) of an ESTABLISHED IPVS entry of a virtual service.";
+const HELP_IDLE_DIST: &str =
+    "ESTABLISHED IPVS TCP entries whose idle time is at most idle_le seconds (a snapshot: no rate()).";
+const HELP_TIMEOUT: &str = "IPVS timeout (ipvsadm --set name in timeout); source: kernel (netlink) or the flag.";
+const HELP_SERVICES: &str = "IPVS virtual services in the table.";
+const HELP_REAL_SERVERS: &str = "IPVS real servers in the table.";
 const HELP_CLIENTS: &str =
     "ESTABLISHED client sockets in a network namespace whose remote endpoint is an IPVS TCP virtual service.";
 const HELP_ORPHANED: &str = "Client sockets to an IPVS virtual service that have no IPVS connection entry: replies can no longer be translated back (the client will hang).";
@@ -127,19 +139,19 @@ impl Collector for IpvsCollector {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // IPVS not loaded (iptables-mode kube-proxy, or no IPVS in this kernel): nothing to report.
-                if !self.absent_logged.swap(true, Ordering::Relaxed) {
-                    tracing::info!(path = %services_path.display(), "ipvs: not loaded on this node; collector idle");
-                }
+                sink.source_absent(format!("{} does not exist: IPVS is not loaded", services_path.display()));
                 return Ok(());
             }
             Err(e) => return Err(CollectError::io(services_path, std::io::Error::new(e.kind(), e.to_string()))),
         };
         let timeouts = self.timeouts(&ctx.proc.pid_path(host_pid, "ns/net"));
-        for (protocol, value) in [("tcp", timeouts.tcp), ("tcpfin", timeouts.tcp_fin), ("udp", timeouts.udp)] {
+        for (name, protocol, value) in
+            [("tcp", "tcp", timeouts.tcp), ("tcpfin", "tcp", timeouts.tcp_fin), ("udp", "udp", timeouts.udp)]
+        {
             sink.gauge(
                 "nodesleuth_ipvs_timeout_seconds",
                 HELP_TIMEOUT,
-                &[("protocol", protocol), ("source", timeouts.source)],
+                &[("timeout", name), ("protocol", protocol), ("source", timeouts.source)],
                 f64::from(value),
             );
         }
@@ -148,6 +160,8 @@ impl Collector for IpvsCollector {
         let services = ipvs::parse_services(services_text).map_err(|e| CollectError::Other(e.to_string()))?;
         let mut known: HashMap<(Protocol, SocketAddr), ServiceAgg> = HashMap::new();
         let mut bad_services = 0usize;
+        // Per protocol label: (virtual services, real servers). Few protocols: linear search.
+        let mut table_counts: Vec<(String, u64, u64)> = Vec::new();
         for service in services {
             let service = match service {
                 Ok(s) => s,
@@ -160,6 +174,13 @@ impl Collector for IpvsCollector {
                 }
             };
             let (protocol, vaddr, vport) = service_labels(&service.virtual_service);
+            match table_counts.iter_mut().find(|(p, _, _)| *p == protocol) {
+                Some(c) => {
+                    c.1 += 1;
+                    c.2 += service.real_servers.len() as u64;
+                }
+                None => table_counts.push((protocol.clone(), 1, service.real_servers.len() as u64)),
+            }
             if let VirtualService::Socket { protocol: p, addr } = service.virtual_service {
                 known.entry((p, canonical_addr(addr))).or_default();
             }
@@ -191,6 +212,10 @@ impl Collector for IpvsCollector {
             }
         }
 
+        for (protocol, services, real_servers) in &table_counts {
+            sink.gauge("nodesleuth_ipvs_virtual_services", HELP_SERVICES, &[("protocol", protocol)], *services as f64);
+            sink.gauge("nodesleuth_ipvs_real_servers", HELP_REAL_SERVERS, &[("protocol", protocol)], *real_servers as f64);
+        }
         self.export_stats(&ctx.proc.pid_path(host_pid, "net/ip_vs_stats"), sink);
 
         // Client sockets from every namespace (the scan shared with the tcp collector), then one pass over the
@@ -213,6 +238,8 @@ impl Collector for IpvsCollector {
         let near_limit = (self.args.near_expiry_ratio * f64::from(timeouts.tcp)) as u32;
         let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows = RowStats::default();
+        let mut idle_buckets = [0u64; IDLE_BUCKETS.len()];
+        let mut idle_count = 0u64;
         let read = procfs::for_each_line(&conn_path, &mut buf, |line| {
             rows.lines += 1;
             if rows.lines == 1 {
@@ -246,13 +273,14 @@ impl Collector for IpvsCollector {
                 }
                 if established && conn.protocol == Protocol::TCP {
                     let idle = timeouts.tcp.saturating_sub(conn.expires_secs.min(timeouts.tcp));
-                    for (i, le) in IDLE_BUCKETS.iter().enumerate() {
-                        if f64::from(idle) <= *le {
-                            agg.idle_buckets[i] += 1;
+                    agg.idle_max = agg.idle_max.max(Some(idle));
+                    // Cumulative: the first bucket that holds it and every one above.
+                    if let Some(first) = IDLE_BUCKETS.iter().position(|le| f64::from(idle) <= *le) {
+                        for b in &mut idle_buckets[first..] {
+                            *b += 1;
                         }
                     }
-                    agg.idle_sum += f64::from(idle);
-                    agg.idle_count += 1;
+                    idle_count += 1;
                 }
             } else {
                 rows.unknown_service += 1;
@@ -290,7 +318,7 @@ impl Collector for IpvsCollector {
             rows.unknown_service as f64,
         );
         for ((protocol, vip), agg) in &known {
-            let (p, a, port) = (protocol.name().as_str().to_string(), vip.ip().to_string(), vip.port().to_string());
+            let (p, a, port) = (protocol_label(*protocol), vip.ip().to_string(), vip.port().to_string());
             let base = [("protocol", p.as_str()), ("virtual_address", a.as_str()), ("virtual_port", port.as_str())];
             for (state, n) in &agg.states {
                 sink.gauge(
@@ -300,20 +328,25 @@ impl Collector for IpvsCollector {
                     *n as f64,
                 );
             }
-            if *protocol == Protocol::TCP {
-                let buckets = IDLE_BUCKETS.iter().zip(agg.idle_buckets).map(|(le, n)| (*le, n)).collect();
-                sink.histogram(
-                    "nodesleuth_ipvs_established_idle_seconds",
-                    HELP_IDLE,
-                    &base,
-                    buckets,
-                    agg.idle_sum,
-                    agg.idle_count,
-                );
+            if let Some(idle) = agg.idle_max {
+                sink.gauge("nodesleuth_ipvs_established_idle_max_seconds", HELP_IDLE_MAX, &base, f64::from(idle));
             }
         }
+        // Node-wide, not per service: a distribution per service would be 13 series for each of thousands of
+        // services. Typed as a gauge: it is a snapshot that goes down, which a histogram's buckets must not; so its
+        // bound is `idle_le`, not `le` (which only histograms may carry); `label_replace` it to `le` for
+        // histogram_quantile.
+        for (le, n) in IDLE_BUCKETS.iter().zip(idle_buckets) {
+            let le = le.to_string();
+            let labels = [("idle_le", le.as_str())];
+            sink.gauge("nodesleuth_ipvs_established_idle_entries", HELP_IDLE_DIST, &labels, n as f64);
+        }
+        let labels = [("idle_le", "+Inf")];
+        sink.gauge("nodesleuth_ipvs_established_idle_entries", HELP_IDLE_DIST, &labels, idle_count as f64);
 
         // Per client namespace and service: totals, orphans, near expiry (zeros included while connections exist).
+        // Orphaned and near-expiry series only where there are some: they are the exception, and a (pod, VIP) pair
+        // with none would otherwise cost two series of zeros.
         let mut per: HashMap<(usize, SocketAddr), [u64; 3]> = HashMap::new();
         for ((_, vip), c) in &clients {
             let e = per.entry((c.namespace, *vip)).or_default();
@@ -332,8 +365,12 @@ impl Collector for IpvsCollector {
                 ("virtual_port", port.as_str()),
             ];
             sink.gauge("nodesleuth_ipvs_client_connections", HELP_CLIENTS, &labels, total as f64);
-            sink.gauge("nodesleuth_ipvs_orphaned_connections", HELP_ORPHANED, &labels, orphaned as f64);
-            sink.gauge("nodesleuth_ipvs_connections_near_expiry", HELP_NEAR, &labels, near as f64);
+            if orphaned > 0 {
+                sink.gauge("nodesleuth_ipvs_orphaned_connections", HELP_ORPHANED, &labels, orphaned as f64);
+            }
+            if near > 0 {
+                sink.gauge("nodesleuth_ipvs_connections_near_expiry", HELP_NEAR, &labels, near as f64);
+            }
         }
         Ok(())
     }
@@ -408,12 +445,18 @@ fn read_kernel_timeouts(host_ns: &Path) -> Result<genl::IpvsTimeouts, String> {
     genl::parse_ipvs_config(&reply).map_err(|e| format!("IPVS_CMD_GET_CONFIG: {e}"))
 }
 
+/// The `protocol` label value: the kernel's name in lower case (`tcp`, `udp`, `sctp`), as in the timeout series,
+/// so that IPVS series join on it.
+fn protocol_label(p: Protocol) -> String {
+    p.name().as_str().to_ascii_lowercase()
+}
+
 /// (protocol, virtual_address, virtual_port) label values of a service. Firewall-mark services have
 /// `protocol="fwm"`, the mark as `virtual_address` and port 0.
 fn service_labels(vs: &VirtualService) -> (String, String, String) {
     match vs {
         VirtualService::Socket { protocol, addr } => {
-            (protocol.name().as_str().to_string(), addr.ip().to_string(), addr.port().to_string())
+            (protocol_label(*protocol), addr.ip().to_string(), addr.port().to_string())
         }
         VirtualService::FirewallMark(mark) => ("fwm".to_string(), mark.to_string(), "0".to_string()),
     }

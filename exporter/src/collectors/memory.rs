@@ -81,6 +81,14 @@ fn name_regex(s: &str) -> Result<Regex, String> {
     Regex::new(&format!("^(?:{s})$")).map_err(|e| format!("invalid process name regex {s:?}: {e}"))
 }
 
+/// The `memory` collector: on by default.
+pub const SPEC: super::CollectorSpec = super::CollectorSpec {
+    name: "memory",
+    enabled_by_default: true,
+    help: "process memory per container: RSS, LazyFree (MADV_FREE), swap, Go runtime",
+    build: |args, shared| build(&args.memory, shared),
+};
+
 pub fn build(args: &MemoryArgs, shared: &super::Shared) -> Arc<dyn Collector> {
     Arc::new(MemoryCollector { args: args.clone(), pods: shared.pods.clone(), state: Mutex::new(State::default()) })
 }

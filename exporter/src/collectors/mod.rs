@@ -1,6 +1,7 @@
 //! One module per data source. Each collector states at the top of its file what failure it catches, what it
-//! reads and what it exports, and offers `XArgs` (its flags, flattened into the command line) and
-//! `build(&XArgs, &Shared)`.
+//! reads and what it exports, and declares in one place — its `SPEC` — its name, whether it is on by default, a
+//! one-line description and how it is built from its flags (`XArgs`, flattened into [`CollectorArgs`]). Adding a
+//! collector is its file plus one line in [`ALL`] and one field in [`CollectorArgs`].
 
 use std::sync::Arc;
 
@@ -14,6 +15,32 @@ pub mod memory;
 pub mod systemd;
 pub mod tcp;
 
+/// What the registry and the command line know of a collector.
+pub struct CollectorSpec {
+    /// `--collector.<name>`, the `collector` label.
+    pub name: &'static str,
+    pub enabled_by_default: bool,
+    /// One line for `--help`.
+    pub help: &'static str,
+    pub build: fn(&CollectorArgs, &Shared) -> Arc<dyn Collector>,
+}
+
+/// Every collector, in the order they are listed and run.
+pub const ALL: &[CollectorSpec] = &[tcp::SPEC, ipvs::SPEC, memory::SPEC, systemd::SPEC];
+
+/// Every collector's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CollectorArgs {
+    #[command(flatten)]
+    pub tcp: tcp::TcpArgs,
+    #[command(flatten)]
+    pub ipvs: ipvs::IpvsArgs,
+    #[command(flatten)]
+    pub memory: memory::MemoryArgs,
+    #[command(flatten)]
+    pub systemd: systemd::SystemdArgs,
+}
+
 /// What collectors share: built once at start-up.
 pub struct Shared {
     pub pods: Arc<PodResolver>,
@@ -25,8 +52,8 @@ impl Shared {
     pub fn new(args: &ExporterArgs, enabled: &[&str]) -> Shared {
         let pods = Arc::new(PodResolver::new(args.pod_logs.clone(), args.container_logs.clone()));
         let scan = ScanConfig {
-            source: args.tcp.source,
-            exact_dump: args.tcp.exact_counts,
+            source: args.collectors.tcp.source,
+            exact_dump: args.collectors.tcp.exact_counts,
             ipvs_clients: enabled.contains(&"ipvs"),
         };
         let sockets = SocketScanner::new(scan, pods.clone());
@@ -35,12 +62,6 @@ impl Shared {
 }
 
 /// Builds the named collector, or `None` for an unknown name.
-pub fn build(name: &str, args: &ExporterArgs, shared: &Shared) -> Option<Arc<dyn Collector>> {
-    Some(match name {
-        "tcp" => tcp::build(&args.tcp, shared),
-        "ipvs" => ipvs::build(&args.ipvs, shared),
-        "memory" => memory::build(&args.memory, shared),
-        "systemd" => systemd::build(&args.systemd, shared),
-        _ => return None,
-    })
+pub fn build(name: &str, args: &CollectorArgs, shared: &Shared) -> Option<Arc<dyn Collector>> {
+    ALL.iter().find(|spec| spec.name == name).map(|spec| (spec.build)(args, shared))
 }

@@ -48,7 +48,7 @@ pub struct SystemdArgs {
     pub address: String,
     /// systemd: bound on one scrape's D-Bus work (connecting and every call); a systemd that does not answer
     /// within it is reported down (`nodesleuth_systemd_up 0`) and the scrape goes on.
-    #[arg(long = "collector.systemd.timeout", default_value = "2s", value_parser = crate::cli::parse_duration)]
+    #[arg(long = "collector.systemd.timeout", default_value = "2s", value_parser = crate::cli::parse_positive_duration)]
     pub timeout: Duration,
     /// systemd: units whose state and restarts are exported (comma-separated; `.service` is implied when a name
     /// has no unit type).
@@ -99,10 +99,26 @@ fn unit_name(s: &str) -> String {
     if TYPES.iter().any(|t| s.ends_with(t)) { s.to_string() } else { format!("{s}.service") }
 }
 
+/// The `systemd` collector: on by default.
+pub const SPEC: super::CollectorSpec = super::CollectorSpec {
+    name: "systemd",
+    enabled_by_default: true,
+    help: "systemd and dbus-daemon over D-Bus: reply serial, hangs, unit churn, key units",
+    build: |args, shared| build(&args.systemd, shared),
+};
+
 /// Builds the collector. Called on the exporter's tokio runtime, whose handle it keeps for its connection.
 pub fn build(args: &SystemdArgs, _shared: &super::Shared) -> Arc<dyn Collector> {
-    let mut units: Vec<String> = args.units.iter().filter(|u| !u.trim().is_empty()).map(|u| unit_name(u)).collect();
-    units.dedup();
+    // `kubelet` and `kubelet.service` are one unit: keep the first spelling of each, in order (a unit listed
+    // twice would be two identical one-hot series).
+    let mut seen = std::collections::HashSet::new();
+    let units: Vec<String> = args
+        .units
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| unit_name(u))
+        .filter(|u| seen.insert(u.clone()))
+        .collect();
     Arc::new(SystemdCollector::new(Config {
         address: args.address.clone(),
         timeout: args.timeout,
@@ -120,6 +136,7 @@ pub struct SystemdCollector {
     _runtime: Option<tokio::runtime::Runtime>,
     client: Arc<tokio::sync::Mutex<Client>>,
     timeout: Duration,
+    address: String,
 }
 
 impl SystemdCollector {
@@ -137,7 +154,9 @@ impl SystemdCollector {
             }
         };
         let timeout = cfg.timeout;
+        let address = cfg.address.clone();
         SystemdCollector {
+            address,
             handle,
             _runtime: runtime,
             client: Arc::new(tokio::sync::Mutex::new(Client::new(cfg))),
@@ -162,6 +181,12 @@ impl Collector for SystemdCollector {
 
     /// Runs on a blocking thread (see the registry): drives one refresh on the runtime and waits for it, bounded.
     fn collect(&self, ctx: &ScrapeContext, sink: &mut Sink) -> Result<(), CollectError> {
+        if let Some(path) = missing_socket(&self.address) {
+            // No bus socket at all (a node without D-Bus, or the DaemonSet without the host's /var/run/dbus):
+            // not a failure, and no `up 0` series that would page as "D-Bus down".
+            sink.source_absent(format!("D-Bus socket {} does not exist", path.display()));
+            return Ok(());
+        }
         let client = self.client.clone();
         // Finish before the scrape's deadline even when the scraper's timeout is shorter than ours, so a frozen
         // systemd shows as `up 0` instead of the whole collector being cut off.
@@ -182,6 +207,21 @@ impl Collector for SystemdCollector {
             }
         }
     }
+}
+
+/// The socket of a `unix:path=` address when it does not exist (every alternative of the address being such a
+/// path); `None` when there is one, or the address is of another kind (let the connection attempt tell).
+fn missing_socket(address: &str) -> Option<std::path::PathBuf> {
+    let mut first = None;
+    for alternative in address.split(';').filter(|a| !a.is_empty()) {
+        let path = alternative.strip_prefix("unix:")?.split(',').find_map(|kv| kv.strip_prefix("path="))?;
+        let path = std::path::PathBuf::from(path);
+        if path.exists() {
+            return None;
+        }
+        first.get_or_insert(path);
+    }
+    first
 }
 
 const UP: &str = "nodesleuth_systemd_up";
@@ -502,12 +542,42 @@ mod tests {
         assert!(!t.contains("Serial"), "GetStats' Serial counts only GetStats calls: {t}");
     }
 
-    /// Built outside a runtime (it then brings a one-thread runtime of its own) and pointed at no bus: `collect`
-    /// returns promptly with both `up` series at 0 and an error naming the address.
+    #[test]
+    fn a_missing_socket_is_an_absent_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("none");
+        let address = format!("unix:path={}", none.display());
+        assert_eq!(missing_socket(&address), Some(none.clone()));
+        assert_eq!(missing_socket(&format!("unix:path={}", dir.path().display())), None);
+        assert_eq!(missing_socket("tcp:host=127.0.0.1,port=1"), None, "other transports: let the connection tell");
+        assert_eq!(missing_socket(&format!("{address};tcp:host=127.0.0.1,port=1")), None);
+        let c = SystemdCollector::new(Config {
+            address,
+            timeout: Duration::from_secs(2),
+            units: vec![],
+            patterns: vec![],
+        });
+        let ctx = ScrapeContext::new(Arc::new(crate::registry::HostPaths {
+            procfs: "/proc".into(),
+            rootfs: "/".into(),
+            pod_logs: "/x".into(),
+            container_logs: "/x".into(),
+        }));
+        let mut sink = Sink::new();
+        c.collect(&ctx, &mut sink).unwrap();
+        assert!(sink.absent().is_some());
+        assert!(text(sink).is_empty(), "no up series when there is no bus at all");
+    }
+
+    /// Built outside a runtime (it then brings a one-thread runtime of its own) and pointed at a socket nobody
+    /// listens on: `collect` returns promptly with both `up` series at 0 and an error naming the address.
     #[test]
     fn collect_without_a_bus_reports_down() {
         let dir = tempfile::tempdir().unwrap();
-        let address = format!("unix:path={}/none", dir.path().display());
+        let dead = dir.path().join("dead");
+        // A socket file whose listener is gone: connecting is refused.
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let address = format!("unix:path={}", dead.display());
         let c = SystemdCollector::new(Config {
             address: address.clone(),
             timeout: Duration::from_secs(2),

@@ -10,10 +10,10 @@
 //! process holding them (socket inode → `/proc/<pid>/fd`, remembered across scrapes), then to its container via
 //! the cgroup.
 //!
-//! **What it exports.** `nodesleuth_tcp_sockets` (all eleven states, zeros included),
-//! `nodesleuth_tcp_close_wait_sockets` (top-N groups per namespace plus one `(other)` group, so the sum equals the
-//! exact total), `nodesleuth_tcp_listen_queue_length` / `_limit` per listening port, and
-//! `nodesleuth_tcp_scan_source` (which path read each namespace).
+//! **What it exports.** `nodesleuth_tcp_sockets` (`established`, `close_wait` and `listen` always, the other
+//! states when non-zero), `nodesleuth_tcp_close_wait_sockets` (top-N groups per namespace, with hysteresis, plus
+//! one `(other)` group, so the sum equals the exact total), `nodesleuth_tcp_listen_queue_length` / `_limit` per
+//! listening port, and the cost of reading: namespaces per source and socket-table walks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -47,9 +47,17 @@ pub struct TcpArgs {
     pub exact_counts: bool,
     /// TCP: time one scrape may spend walking /proc/<pid>/fd to find CLOSE_WAIT owners; the rest are found in
     /// later scrapes (a first scrape on a node with a million descriptors needs seconds).
-    #[arg(long = "collector.tcp.owner-search-budget", default_value = "2s", value_parser = crate::cli::parse_duration)]
+    #[arg(long = "collector.tcp.owner-search-budget", default_value = "2s", value_parser = crate::cli::parse_positive_duration)]
     pub owner_search_budget: std::time::Duration,
 }
+
+/// The `tcp` collector: on by default.
+pub const SPEC: super::CollectorSpec = super::CollectorSpec {
+    name: "tcp",
+    enabled_by_default: true,
+    help: "TCP sockets per network namespace: states, CLOSE_WAIT owners, accept queues",
+    build: |args, shared| build(&args.tcp, shared),
+};
 
 /// Builds the collector from its flags.
 pub fn build(args: &TcpArgs, shared: &super::Shared) -> Arc<dyn Collector> {
@@ -92,6 +100,29 @@ struct State {
     walk_cursor: HashMap<String, u32>,
     /// Namespaces whose interrupted walk has been logged.
     walk_logged: HashSet<String>,
+    /// Per namespace label: the CLOSE_WAIT groups exported last scrape (for the top-N hysteresis).
+    close_wait_kept: HashMap<String, HashSet<GroupKey>>,
+}
+
+/// A CLOSE_WAIT group: owner's pod, process name, and listening port (`None`: ephemeral, client side).
+type GroupKey = (PodInfo, String, Option<u16>);
+
+/// Top-N hysteresis: a group exported last scrape keeps its place until a newcomer has this many times its
+/// sockets, so groups near the cut do not swap in and out (and churn series) every scrape.
+const INCUMBENT_ADVANTAGE: f64 = 1.25;
+
+/// The groups to export: the `n` largest, where a group in `kept` (exported last time) counts
+/// [`INCUMBENT_ADVANTAGE`] times its size. Ties break on the key, so the choice is deterministic.
+fn top_n_with_hysteresis<K: Ord + std::hash::Hash + Eq + Clone>(
+    mut groups: Vec<(K, u64)>,
+    n: usize,
+    kept: &HashSet<K>,
+) -> (Vec<(K, u64)>, u64) {
+    let score = |k: &K, v: u64| if kept.contains(k) { v as f64 * INCUMBENT_ADVANTAGE } else { v as f64 };
+    groups.sort_by(|a, b| score(&b.0, b.1).total_cmp(&score(&a.0, a.1)).then_with(|| a.0.cmp(&b.0)));
+    let rest = groups.iter().skip(n).map(|g| g.1).sum();
+    groups.truncate(n);
+    (groups, rest)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,29 +171,39 @@ impl Collector for TcpCollector {
         }
         state.walk_deadline = Some(std::time::Instant::now() + budget);
         let mut seen_inodes = HashSet::new();
+        let mut per_source: Vec<(&'static str, u64)> = Vec::new();
         for ns in &scan.namespaces {
             let Some(sockets) = &ns.sockets else { continue };
             let base = [("namespace", &*ns.pod.namespace), ("pod", &*ns.pod.pod), ("netns", ns.label.as_str())];
             for s in TcpState::ALL {
+                let n = sockets.counts[s.index()];
+                // The states alerts and graphs follow are always there; the rest only when present, which keeps a
+                // node with a hundred pod namespaces at a few series each instead of eleven.
+                if n == 0 && !ALWAYS_EXPORTED.contains(&s) {
+                    continue;
+                }
                 let labels = [base[0], base[1], base[2], ("state", s.label())];
-                sink.gauge("nodesleuth_tcp_sockets", HELP_SOCKETS, &labels, sockets.counts[s.index()] as f64);
+                sink.gauge("nodesleuth_tcp_sockets", HELP_SOCKETS, &labels, n as f64);
             }
-            sink.gauge(
-                "nodesleuth_tcp_scan_source",
-                HELP_SOURCE,
-                &[base[0], base[1], base[2], ("source", sockets.source)],
-                1.0,
-            );
+            match per_source.iter_mut().find(|(src, _)| *src == sockets.source) {
+                Some(c) => c.1 += 1,
+                None => per_source.push((sockets.source, 1)),
+            }
             self.export_listeners(sink, &base, sockets);
             seen_inodes.extend(sockets.close_wait.iter().map(|(i, _)| *i));
             self.export_close_wait(ctx, ns, sockets, &mut state, sink);
         }
+        for (source, n) in per_source {
+            sink.gauge("nodesleuth_tcp_namespaces", HELP_NAMESPACES, &[("source", source)], n as f64);
+        }
+        sink.counter("nodesleuth_tcp_socket_table_walks_total", HELP_WALKS, &[], self.scanner.walks_total() as f64);
         // Forget sockets and namespaces that are gone.
         state.owners.retain(|inode, _| seen_inodes.contains(inode));
         state.unowned.retain(|inode, _| seen_inodes.contains(inode));
         let live: HashSet<&str> = scan.namespaces.iter().map(|ns| ns.label.as_str()).collect();
         state.walk_cursor.retain(|label, _| live.contains(label.as_str()));
         state.walk_logged.retain(|label| live.contains(label.as_str()));
+        state.close_wait_kept.retain(|label, _| live.contains(label.as_str()));
         Ok(())
     }
 }
@@ -173,8 +214,11 @@ const HELP_CLOSE_WAIT: &str =
 const HELP_QUEUE_LEN: &str = "Connections waiting in the accept queue of the listeners on a local port.";
 const HELP_QUEUE_LIMIT: &str =
     "Accept-queue limit (listen backlog) of the listeners on a local port; netlink source only.";
-const HELP_SOURCE: &str =
-    "Which data path read this network namespace's sockets this scrape (netlink or procfs); always 1.";
+const HELP_NAMESPACES: &str = "Network namespaces whose sockets were read this scrape, per data path.";
+const HELP_WALKS: &str = "Walks of the kernel's socket tables (netlink dumps, procfs files) since start.";
+
+/// States exported even at zero.
+const ALWAYS_EXPORTED: [TcpState; 3] = [TcpState::Established, TcpState::CloseWait, TcpState::Listen];
 
 impl TcpCollector {
     fn export_listeners(&self, sink: &mut Sink, base: &[(&'static str, &str); 3], scan: &NsSockets) {
@@ -203,6 +247,7 @@ impl TcpCollector {
         sink: &mut Sink,
     ) {
         if scan.close_wait.is_empty() {
+            state.close_wait_kept.remove(&ns.label);
             return;
         }
         let owners = attribute(&ctx.proc, &ns.label, &ns.pids, &scan.close_wait, state);
@@ -210,7 +255,7 @@ impl TcpCollector {
         // (a pool whose server closed idle connections) has a random ephemeral port, and one series per socket
         // would be unbounded; those are grouped as `(ephemeral)`.
         let mut who: HashMap<u32, (PodInfo, String)> = HashMap::new();
-        let mut groups: HashMap<(PodInfo, String, Option<u16>), u64> = HashMap::new();
+        let mut groups: HashMap<GroupKey, u64> = HashMap::new();
         for (inode, port) in &scan.close_wait {
             let (pod, process) = match owners.get(inode) {
                 Some(&pid) => who
@@ -226,10 +271,11 @@ impl TcpCollector {
             let port = scan.listeners.contains_key(port).then_some(*port);
             *groups.entry((pod, process, port)).or_default() += 1;
         }
-        let mut groups: Vec<_> = groups.into_iter().collect();
-        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let rest: u64 = groups.iter().skip(self.close_wait_top_n).map(|g| g.1).sum();
-        for ((pod, process, port), count) in groups.iter().take(self.close_wait_top_n) {
+        let empty = HashSet::new();
+        let kept = state.close_wait_kept.get(&ns.label).unwrap_or(&empty);
+        let (top, rest) = top_n_with_hysteresis(groups.into_iter().collect(), self.close_wait_top_n, kept);
+        state.close_wait_kept.insert(ns.label.clone(), top.iter().map(|g| g.0.clone()).collect());
+        for ((pod, process, port), count) in &top {
             let port = port.map_or_else(|| "(ephemeral)".to_string(), |p| p.to_string());
             let labels = [
                 ("namespace", &*pod.namespace),
@@ -337,4 +383,25 @@ fn socket_inode_of(proc: &ProcFs, pid: u32, fd: u32) -> Option<u64> {
     path.push(fd.to_string());
     let target = std::fs::read_link(path).ok()?;
     procfs::parse_ns_link(target.to_str()?, "socket")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_n_keeps_incumbents_near_the_cut() {
+        let kept: HashSet<&str> = ["b"].into_iter().collect();
+        // "c" has slightly more than the incumbent "b": "b" stays.
+        let (top, rest) = top_n_with_hysteresis(vec![("a", 50), ("b", 10), ("c", 11)], 2, &kept);
+        assert_eq!(top, vec![("a", 50), ("b", 10)]);
+        assert_eq!(rest, 11);
+        // Once "c" has more than 1.25 times "b", it takes the place.
+        let (top, rest) = top_n_with_hysteresis(vec![("a", 50), ("b", 10), ("c", 13)], 2, &kept);
+        assert_eq!(top, vec![("a", 50), ("c", 13)]);
+        assert_eq!(rest, 10);
+        // Without incumbents it is a plain top-N, ties broken by key.
+        let (top, _) = top_n_with_hysteresis(vec![("y", 5), ("x", 5), ("z", 1)], 2, &HashSet::new());
+        assert_eq!(top, vec![("x", 5), ("y", 5)]);
+    }
 }

@@ -545,8 +545,8 @@ impl Drop for StatsDeniedBus {
 /// Flags that turn off every collector of the binary except `keep` (from the binary's own collector list, so
 /// that collectors added later do not leak into another collector's golden file).
 pub fn only_collector(keep: &str) -> Vec<String> {
-    assert!(nodesleuth::cli::COLLECTORS.iter().any(|c| c.0 == keep), "unknown collector {keep}");
-    nodesleuth::cli::COLLECTORS.iter().filter(|c| c.0 != keep).map(|c| format!("--no-collector.{}", c.0)).collect()
+    assert!(nodesleuth::collectors::ALL.iter().any(|c| c.name == keep), "unknown collector {keep}");
+    nodesleuth::collectors::ALL.iter().filter(|c| c.name != keep).map(|c| format!("--no-collector.{}", c.name)).collect()
 }
 
 /// Starts the exporter on a fixture tree (`proc/`, `var/log/pods`, `var/log/containers` under `root`) with only
