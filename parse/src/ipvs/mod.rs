@@ -566,19 +566,16 @@ mod tests {
         assert_eq!(format!("{:<3}|", Protocol::IP), "IP |");
     }
 
-    /// The shared fixtures (`../shared/fixtures/ipvs/` beside the repo) must exist, parse without a single error,
-    /// agree with each other, and re-render to the same text (modulo trailing spaces the sample files dropped).
+    /// The sample files of `parse/tests/data/ipvs/` (the kernel format notes' examples, copied into the repository)
+    /// must exist, parse without a single error, agree with each other, and re-render to the same text (modulo
+    /// trailing spaces the sample files dropped).
     #[test]
-    fn shared_fixture_files() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/ipvs");
+    fn fixture_files() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ipvs");
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!(
-                    "shared IPVS fixture {} is missing ({e}); it lives in shared/ beside the repository",
-                    path.display()
-                )
-            })
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("IPVS sample file {} is missing ({e})", path.display()))
         };
         let trimmed = |s: &str| s.lines().map(str::trim_end).collect::<Vec<_>>().join("\n");
 
