@@ -49,6 +49,8 @@ pub struct ScanConfig {
     pub exact_dump: bool,
     /// Also collect ESTABLISHED sockets whose remote endpoint is an IPVS TCP virtual service.
     pub ipvs_clients: bool,
+    /// See [`scan_netlink`]: up to this many ESTABLISHED sockets, IPVS client sockets come from the same walk.
+    pub one_walk_max_established: u64,
 }
 
 /// What this kernel's O(1) counters count, established by [`probe_counter_semantics`]. `None` means the counter
@@ -252,6 +254,7 @@ impl SocketScanner {
         for (ns, fd) in out.namespaces.iter_mut().zip(netlink) {
             ns.sockets = match fd {
                 Some(fd) => scan_netlink(
+                    &self.cfg,
                     &ctx.proc,
                     ns,
                     &fd,
@@ -293,14 +296,14 @@ pub fn canonical_socket(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical(a.ip()), a.port())
 }
 
-/// Up to this many ESTABLISHED sockets (by the namespace's counter), a namespace that has to be searched for IPVS
-/// client sockets gets them copied in the same walk as the rare states, instead of a second, kernel-filtered walk:
-/// a walk costs a pass over the global socket hash (~25 ms at 100,000 sockets on the node), copying a socket about
-/// 1 µs. Pod namespaces hold few sockets; the host namespace of a busy node keeps the filtered walk.
-const ONE_WALK_MAX_ESTABLISHED: u64 = 4096;
-
+/// Reads one namespace over netlink. IPVS client sockets: up to `cfg.one_walk_max_established` ESTABLISHED
+/// sockets (by the namespace's counter), they are copied in the same walk as the rare states, instead of a second,
+/// kernel-filtered walk: a walk costs a pass over the global socket hash (~25 ms at 100,000 sockets on the node),
+/// copying a socket about a microsecond. Pod namespaces hold few sockets; the host namespace of a busy node keeps
+/// the filtered walk.
 #[allow(clippy::too_many_arguments)]
 fn scan_netlink(
+    cfg: &ScanConfig,
     proc: &ProcFs,
     ns: &NsScan,
     fd: &std::os::fd::OwnedFd,
@@ -315,7 +318,7 @@ fn scan_netlink(
     let counters = if sem == CounterSemantics::default() { None } else { read_counters(proc, &ns.pids) };
     let mut skip: Vec<TcpState> = Vec::new();
     if let Some((curr_estab, _)) = counters {
-        let one_walk = !virtual_services.is_empty() && curr_estab <= ONE_WALK_MAX_ESTABLISHED;
+        let one_walk = !virtual_services.is_empty() && curr_estab <= cfg.one_walk_max_established;
         if sem.curr_estab_includes_close_wait.is_some() && !one_walk {
             skip.push(TcpState::Established);
         }

@@ -85,18 +85,110 @@ const IDLE_BUCKETS: [f64; 12] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 750
 
 /// Connection-table aggregate of one virtual service.
 #[derive(Default)]
-struct ServiceAgg {
+pub struct ServiceAgg {
     /// Entries per state name (few distinct names: linear search, no allocation per row).
-    states: Vec<(String, u64)>,
+    pub states: Vec<(String, u64)>,
     /// Longest idle time of an ESTABLISHED TCP entry (`None` without one).
-    idle_max: Option<u32>,
+    pub idle_max: Option<u32>,
 }
 
 /// A client socket to a virtual service, and what the connection table says of it.
-struct ClientSocket {
-    namespace: usize,
-    matched: bool,
-    near_expiry: bool,
+pub struct ClientSocket {
+    /// Index of its namespace in the socket scan.
+    pub namespace: usize,
+    pub matched: bool,
+    pub near_expiry: bool,
+}
+
+/// One pass over `ip_vs_conn`, fed line by line (header included): per virtual service entries by state and the
+/// longest ESTABLISHED idle time, the node-wide idle distribution, and which client sockets have an entry (and
+/// whether it is about to expire). Memory is bounded by services and client sockets, never by rows. Public so
+/// that the benchmark (`cargo bench -p nodesleuth --bench ipvs_conn`) times exactly this code.
+pub struct ConnTable {
+    /// Keyed by (protocol, canonical virtual address); only listed services.
+    pub services: HashMap<(Protocol, SocketAddr), ServiceAgg>,
+    /// Keyed by (canonical client address, canonical virtual address).
+    pub clients: HashMap<(SocketAddr, SocketAddr), ClientSocket>,
+    tcp_timeout: u32,
+    near_limit: u32,
+    pub rows: RowStats,
+    pub idle_buckets: [u64; IDLE_BUCKETS.len()],
+    pub idle_count: u64,
+}
+
+impl ConnTable {
+    pub fn new(
+        services: HashMap<(Protocol, SocketAddr), ServiceAgg>,
+        clients: HashMap<(SocketAddr, SocketAddr), ClientSocket>,
+        tcp_timeout: u32,
+        near_expiry_ratio: f64,
+    ) -> ConnTable {
+        ConnTable {
+            services,
+            clients,
+            tcp_timeout,
+            near_limit: (near_expiry_ratio * f64::from(tcp_timeout)) as u32,
+            rows: RowStats::default(),
+            idle_buckets: [0; IDLE_BUCKETS.len()],
+            idle_count: 0,
+        }
+    }
+
+    /// Folds in one line of the file (the first is the header).
+    pub fn add_line(&mut self, line: &[u8]) {
+        let rows = &mut self.rows;
+        rows.lines += 1;
+        if rows.lines == 1 {
+            if !line.starts_with(b"Pro FromIP") {
+                rows.bad_header = true;
+            }
+            return;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let conn = match Connection::from_row(line) {
+            Ok(c) => c,
+            Err(e) => {
+                rows.malformed += 1;
+                rows.first_error.get_or_insert_with(|| format!("line {}: {e}", rows.lines));
+                return;
+            }
+        };
+        if conn.is_persistence_template() {
+            return;
+        }
+        let vip = canonical_addr(conn.virtual_addr);
+        let established = conn.state == ConnState::Established;
+        if let Some(agg) = self.services.get_mut(&(conn.protocol, vip)) {
+            let state = conn.state.as_str();
+            match agg.states.iter_mut().find(|(s, _)| s == state) {
+                Some((_, n)) => *n += 1,
+                None => agg.states.push((state.to_string(), 1)),
+            }
+            if established && conn.protocol == Protocol::TCP {
+                let idle = self.tcp_timeout.saturating_sub(conn.expires_secs.min(self.tcp_timeout));
+                agg.idle_max = agg.idle_max.max(Some(idle));
+                // Cumulative: the first bucket that holds it and every one above.
+                if let Some(first) = IDLE_BUCKETS.iter().position(|le| f64::from(idle) <= *le) {
+                    for b in &mut self.idle_buckets[first..] {
+                        *b += 1;
+                    }
+                }
+                self.idle_count += 1;
+            }
+        } else {
+            rows.unknown_service += 1;
+        }
+        if conn.protocol == Protocol::TCP
+            && let Some(c) = self.clients.get_mut(&(canonical_addr(conn.client), vip))
+        {
+            c.matched = true;
+            if established && conn.expires_secs < self.near_limit {
+                c.near_expiry = true;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -235,66 +327,11 @@ impl Collector for IpvsCollector {
             }
         }
         let conn_path = ctx.proc.pid_path(host_pid, "net/ip_vs_conn");
-        let near_limit = (self.args.near_expiry_ratio * f64::from(timeouts.tcp)) as u32;
+        let mut table = ConnTable::new(known, clients, timeouts.tcp, self.args.near_expiry_ratio);
         let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows = RowStats::default();
-        let mut idle_buckets = [0u64; IDLE_BUCKETS.len()];
-        let mut idle_count = 0u64;
-        let read = procfs::for_each_line(&conn_path, &mut buf, |line| {
-            rows.lines += 1;
-            if rows.lines == 1 {
-                if !line.starts_with(b"Pro FromIP") {
-                    rows.bad_header = true;
-                }
-                return;
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                return;
-            }
-            let conn = match Connection::from_row(line) {
-                Ok(c) => c,
-                Err(e) => {
-                    rows.malformed += 1;
-                    rows.first_error.get_or_insert_with(|| format!("line {}: {e}", rows.lines));
-                    return;
-                }
-            };
-            if conn.is_persistence_template() {
-                return;
-            }
-            let vip = canonical_addr(conn.virtual_addr);
-            let agg = known.get_mut(&(conn.protocol, vip));
-            let established = conn.state == ConnState::Established;
-            if let Some(agg) = agg {
-                let state = conn.state.as_str();
-                match agg.states.iter_mut().find(|(s, _)| s == state) {
-                    Some((_, n)) => *n += 1,
-                    None => agg.states.push((state.to_string(), 1)),
-                }
-                if established && conn.protocol == Protocol::TCP {
-                    let idle = timeouts.tcp.saturating_sub(conn.expires_secs.min(timeouts.tcp));
-                    agg.idle_max = agg.idle_max.max(Some(idle));
-                    // Cumulative: the first bucket that holds it and every one above.
-                    if let Some(first) = IDLE_BUCKETS.iter().position(|le| f64::from(idle) <= *le) {
-                        for b in &mut idle_buckets[first..] {
-                            *b += 1;
-                        }
-                    }
-                    idle_count += 1;
-                }
-            } else {
-                rows.unknown_service += 1;
-            }
-            if conn.protocol == Protocol::TCP
-                && let Some(c) = clients.get_mut(&(canonical_addr(conn.client), vip))
-            {
-                c.matched = true;
-                if established && conn.expires_secs < near_limit {
-                    c.near_expiry = true;
-                }
-            }
-        });
+        let read = procfs::for_each_line(&conn_path, &mut buf, |line| table.add_line(line));
         drop(buf);
+        let ConnTable { services: known, clients, rows, idle_buckets, idle_count, .. } = table;
         match read {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -376,13 +413,14 @@ impl Collector for IpvsCollector {
     }
 }
 
-#[derive(Default)]
-struct RowStats {
-    lines: u64,
-    malformed: u64,
-    unknown_service: u64,
-    bad_header: bool,
-    first_error: Option<String>,
+/// What a pass over `ip_vs_conn` met besides entries.
+#[derive(Default, Debug)]
+pub struct RowStats {
+    pub lines: u64,
+    pub malformed: u64,
+    pub unknown_service: u64,
+    pub bad_header: bool,
+    pub first_error: Option<String>,
 }
 
 impl IpvsCollector {

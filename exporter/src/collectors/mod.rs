@@ -54,6 +54,7 @@ impl Shared {
         let scan = ScanConfig {
             source: args.collectors.tcp.source,
             exact_dump: args.collectors.tcp.exact_counts,
+            one_walk_max_established: args.collectors.tcp.one_walk_max_established,
             ipvs_clients: enabled.contains(&"ipvs"),
         };
         let sockets = SocketScanner::new(scan, pods.clone());

@@ -45,9 +45,14 @@ pub struct TcpArgs {
     /// per-namespace counters (exact at any instant, slower with many connections).
     #[arg(long = "collector.tcp.exact-counts")]
     pub exact_counts: bool,
+    /// TCP: a namespace with at most this many ESTABLISHED sockets that must be searched for IPVS client sockets
+    /// gets them in the same socket-table walk as the rare states (copying them) instead of a second,
+    /// kernel-filtered walk; 0 always takes the second walk.
+    #[arg(long = "collector.tcp.one-walk-max-established", default_value_t = 4096)]
+    pub one_walk_max_established: u64,
     /// TCP: time one scrape may spend walking /proc/<pid>/fd to find CLOSE_WAIT owners; the rest are found in
     /// later scrapes (a first scrape on a node with a million descriptors needs seconds).
-    #[arg(long = "collector.tcp.owner-search-budget", default_value = "2s", value_parser = crate::cli::parse_positive_duration)]
+    #[arg(long = "collector.tcp.owner-search-budget", default_value = "2s", value_parser = crate::cli::parse_duration)]
     pub owner_search_budget: std::time::Duration,
 }
 
