@@ -184,21 +184,14 @@ fn run_pass(
     sockets: &[(SocketAddr, SocketAddr)],
 ) -> Result {
     let services = keys.keys().map(|k| (*k, ServiceAgg::default())).collect();
-    let clients = sockets
-        .iter()
-        .map(|k| (*k, ClientSocket { namespace: 0, matched: false, near_expiry: false }))
-        .collect();
+    let clients =
+        sockets.iter().map(|k| (*k, ClientSocket { namespace: 0, matched: false, near_expiry: false })).collect();
     let mut table = ConnTable::new(services, clients, 900, 0.1);
     for line in input.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         table.add_line(line);
     }
-    let established = table
-        .services
-        .values()
-        .flat_map(|a| a.states.iter())
-        .filter(|(s, _)| s == "ESTABLISHED")
-        .map(|(_, n)| n)
-        .sum();
+    let established =
+        table.services.values().flat_map(|a| a.states.iter()).filter(|(s, _)| s == "ESTABLISHED").map(|(_, n)| n).sum();
     Result {
         lines: table.rows.lines,
         errors: table.rows.malformed,

@@ -9,14 +9,8 @@ use clap::{ArgAction, ArgMatches, Args, Parser, Subcommand};
 pub const DEFAULT_LISTEN: &str = ":9741";
 
 /// `--version`: the crate version and the git revision it was built from.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (revision ",
-    env!("NODESLEUTH_REVISION"),
-    ", ",
-    env!("NODESLEUTH_RUSTC"),
-    ")"
-);
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("NODESLEUTH_REVISION"), ", ", env!("NODESLEUTH_RUSTC"), ")");
 
 #[derive(Parser, Debug)]
 #[command(
@@ -290,7 +284,9 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("0").is_err());
-        for bad in ["x", "", "s", "3x", "30s1m", "1m1m", "-1", "-1s", "1.5s", "NaN", "inf", "2d", "99999999999999999999s"] {
+        for bad in
+            ["x", "", "s", "3x", "30s1m", "1m1m", "-1", "-1s", "1.5s", "NaN", "inf", "2d", "99999999999999999999s"]
+        {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(parse_duration("1d").unwrap(), MAX_DURATION);

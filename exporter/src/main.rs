@@ -65,7 +65,8 @@ async fn run_exporter(args: cli::ExporterArgs, enabled: Vec<&'static str>) -> an
     let collectors: Vec<Arc<dyn Collector>> = enabled
         .iter()
         .map(|name| {
-            collectors::build(name, &args.collectors, &shared).ok_or_else(|| anyhow::anyhow!("collector {name} is not built"))
+            collectors::build(name, &args.collectors, &shared)
+                .ok_or_else(|| anyhow::anyhow!("collector {name} is not built"))
         })
         .collect::<anyhow::Result<_>>()?;
     tracing::info!(version = cli::VERSION, collectors = enabled.join(","), procfs = %host.procfs.display(), "starting nodesleuth");

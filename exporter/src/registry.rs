@@ -256,7 +256,9 @@ async fn run_one(entry: &Entry, ctx: Arc<ScrapeContext>, deadline: tokio::time::
 fn report_absent(entry: &Entry, name: &str, absent: Option<&str>) {
     let mut logged = entry.absent_logged.lock().unwrap_or_else(|p| p.into_inner());
     match (absent, *logged) {
-        (Some(why), false) => tracing::info!(collector = name, reason = why, "collector source not present on this node"),
+        (Some(why), false) => {
+            tracing::info!(collector = name, reason = why, "collector source not present on this node")
+        }
         (None, true) => tracing::info!(collector = name, "collector source present now"),
         _ => {}
     }

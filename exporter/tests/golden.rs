@@ -94,7 +94,10 @@ fn ipvs_orphans_and_near_expiry_are_attributed_to_pod_and_service() {
     assert_eq!(sample(&m, "nodesleuth_ipvs_connection_entries_without_service", &[]), Some(1.0));
     // No IPVS over netlink on a fixture tree: the flags' timeouts, labelled as such.
     assert_eq!(sample(&m, "nodesleuth_ipvs_timeout_seconds", &[("timeout", "tcp"), ("source", "flag")]), Some(900.0));
-    assert_eq!(sample(&m, "nodesleuth_ipvs_timeout_seconds", &[("timeout", "tcpfin"), ("protocol", "tcp")]), Some(120.0));
+    assert_eq!(
+        sample(&m, "nodesleuth_ipvs_timeout_seconds", &[("timeout", "tcpfin"), ("protocol", "tcp")]),
+        Some(120.0)
+    );
     // One protocol spelling across IPVS series, so they join.
     for series in ["nodesleuth_ipvs_connection_entries", "nodesleuth_ipvs_virtual_services"] {
         assert!(util::samples(&m, series, &[]).iter().all(|(l, _)| !l.contains("protocol=\"TCP\"")), "{series}");

@@ -66,7 +66,8 @@ fn join_on_a_real_kernel(flags: &[&str]) -> u64 {
     symlink(format!("/proc/{}", client.pid()), root.join(client.pid().to_string())).unwrap();
 
     let procfs = format!("--path.procfs={}", root.display());
-    let mut args = vec![procfs.as_str(), "--collector.tcp.source=netlink", "--no-collector.memory", "--no-collector.systemd"];
+    let mut args =
+        vec![procfs.as_str(), "--collector.tcp.source=netlink", "--no-collector.memory", "--no-collector.systemd"];
     args.extend_from_slice(flags);
     let e = Exporter::start(&args);
     let m = e.scrape();

@@ -66,11 +66,7 @@ pub const SPEC: super::CollectorSpec = super::CollectorSpec {
 };
 
 pub fn build(args: &IpvsArgs, shared: &super::Shared) -> Arc<dyn Collector> {
-    Arc::new(IpvsCollector {
-        args: args.clone(),
-        scanner: shared.sockets.clone(),
-        buf: Mutex::new(Vec::new()),
-    })
+    Arc::new(IpvsCollector { args: args.clone(), scanner: shared.sockets.clone(), buf: Mutex::new(Vec::new()) })
 }
 
 pub struct IpvsCollector {
@@ -212,8 +208,9 @@ const HELP_SERVICES: &str = "IPVS virtual services in the table.";
 const HELP_REAL_SERVERS: &str = "IPVS real servers in the table.";
 const HELP_CLIENTS: &str =
     "ESTABLISHED client sockets in a network namespace whose remote endpoint is an IPVS TCP virtual service.";
-const HELP_ORPHANED: &str = "Client sockets to an IPVS virtual service that have no IPVS connection entry: replies can no longer be translated back (the client will hang).";
-const HELP_NEAR: &str = "Client sockets to an IPVS virtual service whose entry has less than the near-expiry ratio of the TCP timeout left.";
+const HELP_ORPHANED: &str =
+    "Client sockets to an IPVS virtual service without an IPVS connection entry (the client will hang).";
+const HELP_NEAR: &str = "Client sockets to an IPVS virtual service whose entry is about to expire.";
 
 impl Collector for IpvsCollector {
     fn name(&self) -> &'static str {
@@ -306,7 +303,12 @@ impl Collector for IpvsCollector {
 
         for (protocol, services, real_servers) in &table_counts {
             sink.gauge("nodesleuth_ipvs_virtual_services", HELP_SERVICES, &[("protocol", protocol)], *services as f64);
-            sink.gauge("nodesleuth_ipvs_real_servers", HELP_REAL_SERVERS, &[("protocol", protocol)], *real_servers as f64);
+            sink.gauge(
+                "nodesleuth_ipvs_real_servers",
+                HELP_REAL_SERVERS,
+                &[("protocol", protocol)],
+                *real_servers as f64,
+            );
         }
         self.export_stats(&ctx.proc.pid_path(host_pid, "net/ip_vs_stats"), sink);
 
@@ -350,7 +352,7 @@ impl Collector for IpvsCollector {
 
         sink.gauge(
             "nodesleuth_ipvs_connection_entries_without_service",
-            "IPVS connection-table entries whose virtual address is not a listed service (firewall-mark services, or entries that outlived their Service).",
+            "IPVS connection-table entries whose virtual address is not a listed service.",
             &[],
             rows.unknown_service as f64,
         );

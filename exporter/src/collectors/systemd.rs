@@ -284,7 +284,7 @@ fn emit(r: &Reading, sink: &mut Sink) -> Result<(), CollectError> {
     if let Some(serial) = r.reply_serial {
         sink.gauge(
             "nodesleuth_systemd_reply_serial",
-            "Header serial of systemd's latest reply on the system bus: its outgoing message cookie, which unpatched systemd cannot take past 4294967295 (kept from the last reply when systemd does not answer).",
+            "Header serial of systemd's latest reply on the system bus: its 32-bit outgoing message cookie.",
             &[],
             f64::from(serial),
         );
@@ -314,7 +314,7 @@ fn emit(r: &Reading, sink: &mut Sink) -> Result<(), CollectError> {
         if b.connections > 0 {
             sink.counter(
                 "nodesleuth_dbus_connections_total",
-                "Connections dbus-daemon has given a unique name since it started, from the highest unique name `:1.N` seen (this exporter's own at connect time, and every one listed since): a lower bound that resets when the daemon restarts.",
+                "Connections dbus-daemon has named since it started (highest :1.N seen; a lower bound).",
                 &[],
                 b.connections as f64,
             );
@@ -392,7 +392,7 @@ fn emit(r: &Reading, sink: &mut Sink) -> Result<(), CollectError> {
         for (pattern, n) in patterns {
             sink.gauge(
                 "nodesleuth_systemd_pattern_units",
-                "Units systemd holds in memory whose name matches the pattern (--collector.systemd.unit-patterns), listed by ListUnitsByPatterns.",
+                "Units in systemd's memory whose name matches the pattern (--collector.systemd.unit-patterns).",
                 &[("pattern", pattern)],
                 *n as f64,
             );
@@ -405,7 +405,7 @@ fn emit(r: &Reading, sink: &mut Sink) -> Result<(), CollectError> {
             for state in states {
                 sink.gauge(
                     "nodesleuth_systemd_unit_state",
-                    "ActiveState of a key unit (--collector.systemd.units): 1 for the current state, 0 for the others. A unit systemd does not hold in memory is inactive.",
+                    "ActiveState of a key unit, one-hot (a unit not in memory is inactive).",
                     &[("unit", &u.name), ("state", state)],
                     if state == u.active_state { 1.0 } else { 0.0 },
                 );
@@ -419,7 +419,7 @@ fn emit(r: &Reading, sink: &mut Sink) -> Result<(), CollectError> {
             if let Some(n) = u.n_restarts {
                 sink.counter(
                     "nodesleuth_systemd_unit_restarts_total",
-                    "Automatic restarts of a key service by systemd (NRestarts; reset when the unit is reloaded from disk or systemd restarts).",
+                    "Automatic restarts of a key service by systemd (NRestarts).",
                     &[("unit", &u.name)],
                     f64::from(n),
                 );
@@ -551,12 +551,8 @@ mod tests {
         assert_eq!(missing_socket(&format!("unix:path={}", dir.path().display())), None);
         assert_eq!(missing_socket("tcp:host=127.0.0.1,port=1"), None, "other transports: let the connection tell");
         assert_eq!(missing_socket(&format!("{address};tcp:host=127.0.0.1,port=1")), None);
-        let c = SystemdCollector::new(Config {
-            address,
-            timeout: Duration::from_secs(2),
-            units: vec![],
-            patterns: vec![],
-        });
+        let c =
+            SystemdCollector::new(Config { address, timeout: Duration::from_secs(2), units: vec![], patterns: vec![] });
         let ctx = ScrapeContext::new(Arc::new(crate::registry::HostPaths {
             procfs: "/proc".into(),
             rootfs: "/".into(),

@@ -546,7 +546,11 @@ impl Drop for StatsDeniedBus {
 /// that collectors added later do not leak into another collector's golden file).
 pub fn only_collector(keep: &str) -> Vec<String> {
     assert!(nodesleuth::collectors::ALL.iter().any(|c| c.name == keep), "unknown collector {keep}");
-    nodesleuth::collectors::ALL.iter().filter(|c| c.name != keep).map(|c| format!("--no-collector.{}", c.name)).collect()
+    nodesleuth::collectors::ALL
+        .iter()
+        .filter(|c| c.name != keep)
+        .map(|c| format!("--no-collector.{}", c.name))
+        .collect()
 }
 
 /// Starts the exporter on a fixture tree (`proc/`, `var/log/pods`, `var/log/containers` under `root`) with only
@@ -583,16 +587,19 @@ pub fn assert_golden(got: &str, golden_path: &Path) -> String {
     let want = std::fs::read_to_string(golden_path)
         .unwrap_or_else(|_| panic!("{} missing: run tests/update-golden.sh", golden_path.display()));
     if got != want {
-        let diff: Vec<String> = want
-            .lines()
-            .filter(|l| !got.lines().any(|g| g == *l))
-            .map(|l| format!("- {l}"))
-            .chain(got.lines().filter(|l| !want.lines().any(|w| w == *l)).map(|l| format!("+ {l}")))
-            .collect();
+        // Compared in order, as text: a reordered family or series is a change too. `diff -u` shows where.
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, got.as_bytes()).unwrap();
+        let out = Command::new(require_tool("diff"))
+            .args(["-u", "--label", "golden", "--label", "scraped"])
+            .arg(golden_path)
+            .arg(file.path())
+            .output()
+            .unwrap();
         panic!(
             "/metrics differs from {} (run tests/update-golden.sh if intended):\n{}",
             golden_path.display(),
-            diff.join("\n")
+            String::from_utf8_lossy(&out.stdout)
         );
     }
     want
