@@ -6,6 +6,8 @@
 //! A collector never runs twice at once: a second scrape waits for the first (up to its own deadline), so a hung
 //! collector costs one stuck thread, not one per scrape.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,15 +50,17 @@ pub struct HostPaths {
     pub container_logs: PathBuf,
 }
 
+/// A value computed at most once per scrape, by whichever collector asks first.
+type OncePerScrape = Arc<OnceLock<Arc<dyn Any + Send + Sync>>>;
+
 /// Per-scrape state shared by the collectors of one scrape, so that work several collectors need (the process
-/// table) is done once.
+/// table, the socket scan, the IPVS service table) is done once. The registry knows nothing of what is shared:
+/// the module that computes a value owns its type and calls [`ScrapeContext::once`].
 pub struct ScrapeContext {
     pub host: Arc<HostPaths>,
     pub proc: ProcFs,
     processes: OnceLock<Arc<ProcessTable>>,
-    /// Every namespace's sockets, read once per scrape by [`crate::sockets::SocketScanner::scan`].
-    pub(crate) socket_scan: OnceLock<Arc<crate::sockets::NetScan>>,
-    ip_vs: OnceLock<Arc<HostFile>>,
+    shared: Mutex<HashMap<TypeId, OncePerScrape>>,
     /// When the registry stops waiting for this scrape's collectors; a collector with its own timeouts (D-Bus)
     /// shortens them to finish before it, so that it reports "down" rather than being cut off.
     pub deadline: Option<Instant>,
@@ -69,28 +73,21 @@ impl ScrapeContext {
             host,
             proc,
             processes: OnceLock::new(),
-            socket_scan: OnceLock::new(),
-            ip_vs: OnceLock::new(),
+            shared: Mutex::new(HashMap::new()),
             deadline: None,
         }
     }
 
-    /// The host's IPVS service table (`net/ip_vs`), read once per scrape: the socket scan needs its virtual
-    /// services, the ipvs collector all of it.
-    pub fn ip_vs(&self) -> Arc<HostFile> {
-        self.ip_vs
-            .get_or_init(|| {
-                let Some(pid) = self.processes().host_pid() else {
-                    return Arc::new(HostFile {
-                        path: self.proc.root().join("net/ip_vs"),
-                        bytes: Err(std::io::ErrorKind::NotFound.into()),
-                    });
-                };
-                let path = self.proc.pid_path(pid, "net/ip_vs");
-                let bytes = std::fs::read(&path);
-                Arc::new(HostFile { path, bytes })
-            })
-            .clone()
+    /// The value of type `T` for this scrape: computed by `init` for the first caller, shared with every later
+    /// one (a concurrent caller waits for the first instead of computing it again).
+    pub fn once<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let cell = {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            shared.entry(TypeId::of::<T>()).or_default().clone()
+        };
+        let value = cell.get_or_init(|| Arc::new(init()) as Arc<dyn Any + Send + Sync>).clone();
+        // The cell for TypeId::of::<T>() only ever holds a T.
+        value.downcast::<T>().unwrap_or_else(|_| unreachable!("per-scrape value of another type"))
     }
 
     /// Time left until the scrape's deadline (`None` without one).
@@ -102,13 +99,6 @@ impl ScrapeContext {
     pub fn processes(&self) -> Arc<ProcessTable> {
         self.processes.get_or_init(|| Arc::new(self.proc.process_table())).clone()
     }
-}
-
-/// A host-wide file read once per scrape, with where it was read from.
-#[derive(Debug)]
-pub struct HostFile {
-    pub path: PathBuf,
-    pub bytes: std::io::Result<Vec<u8>>,
 }
 
 struct Entry {
@@ -280,6 +270,25 @@ fn report(entry: &Entry, name: &str, error: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn once_per_scrape_computes_each_type_once() {
+        let ctx = ScrapeContext::new(Arc::new(HostPaths {
+            procfs: "/nonexistent".into(),
+            rootfs: "/".into(),
+            pod_logs: "/x".into(),
+            container_logs: "/x".into(),
+        }));
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let a = ctx.once(|| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            7u32
+        });
+        let b = ctx.once::<u32>(|| unreachable!("computed twice"));
+        assert_eq!((*a, *b), (7, 7));
+        assert_eq!(*ctx.once(|| "other type"), "other type");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 
     struct Good;
     impl Collector for Good {

@@ -154,13 +154,11 @@ impl SocketScanner {
 
     /// This scrape's scan: the first caller reads, later callers of the same scrape get the same result.
     pub fn scan(&self, ctx: &ScrapeContext) -> Arc<NetScan> {
-        ctx.socket_scan
-            .get_or_init(|| {
-                let scan = self.read_all(ctx);
-                self.walks_total.fetch_add(scan.walks, Ordering::Relaxed);
-                Arc::new(scan)
-            })
-            .clone()
+        ctx.once(|| {
+            let scan = self.read_all(ctx);
+            self.walks_total.fetch_add(scan.walks, Ordering::Relaxed);
+            scan
+        })
     }
 
     /// Walks of the kernel's socket tables since start: each costs a pass over the whole (global) established
@@ -205,7 +203,7 @@ impl SocketScanner {
         }
         let names = netns::named_namespaces(&ctx.host.rootfs);
         if self.cfg.ipvs_clients
-            && let Ok(bytes) = &ctx.ip_vs().bytes
+            && let Ok(bytes) = &ip_vs_table(ctx).bytes
         {
             out.virtual_services = tcp_virtual_services(bytes);
         }
@@ -274,6 +272,29 @@ impl SocketScanner {
         out.walks = walks;
         out
     }
+}
+
+/// The host's IPVS service table (`net/ip_vs`), read once per scrape: the socket scan needs its virtual services,
+/// the ipvs collector all of it.
+pub fn ip_vs_table(ctx: &ScrapeContext) -> Arc<IpVsTable> {
+    ctx.once(|| {
+        let Some(pid) = ctx.processes().host_pid() else {
+            return IpVsTable {
+                path: ctx.proc.root().join("net/ip_vs"),
+                bytes: Err(std::io::ErrorKind::NotFound.into()),
+            };
+        };
+        let path = ctx.proc.pid_path(pid, "net/ip_vs");
+        let bytes = std::fs::read(&path);
+        IpVsTable { path, bytes }
+    })
+}
+
+/// The host's `net/ip_vs`, with where it was read from.
+#[derive(Debug)]
+pub struct IpVsTable {
+    pub path: PathBuf,
+    pub bytes: std::io::Result<Vec<u8>>,
 }
 
 /// TCP virtual services of the host's IPVS table (`net/ip_vs`); a malformed table is the ipvs collector's to

@@ -222,7 +222,7 @@ impl Collector for IpvsCollector {
             .processes()
             .host_pid()
             .ok_or_else(|| CollectError::Other("host network namespace not found in the process table".into()))?;
-        let ip_vs = ctx.ip_vs();
+        let ip_vs = crate::sockets::ip_vs_table(ctx);
         let services_path = &ip_vs.path;
         let services_text = match &ip_vs.bytes {
             Ok(b) => b,
