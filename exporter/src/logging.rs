@@ -8,9 +8,12 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The levels `--log.level` takes, as the Prometheus exporters name them.
+pub const LEVELS: &[&str] = &["debug", "info", "warn", "error"];
+
+/// Sets up logging. An unknown level is an error (the caller exits 2), never a filter that silences everything.
 pub fn init(level: &str, format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| anyhow::anyhow!("invalid --log.level {level:?}: {e}"))?;
+    let filter = filter(level)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().flatten_event(true).with_current_span(false).try_init()
@@ -18,6 +21,13 @@ pub fn init(level: &str, format: &str) -> anyhow::Result<()> {
         builder.event_format(Logfmt).try_init()
     }
     .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+fn filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    if !LEVELS.contains(&level) {
+        anyhow::bail!("invalid --log.level {level:?}: use one of {}", LEVELS.join(", "));
+    }
+    Ok(tracing_subscriber::EnvFilter::new(level))
 }
 
 /// `ts=… level=… msg="…" key=value …`, one line per event.
@@ -94,6 +104,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_levels_are_refused() {
+        for ok in LEVELS {
+            assert!(filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "INFO ", "", "trace,foo", "nodesleuth=debug"] {
+            let err = filter(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid --log.level") && err.contains("debug, info, warn, error"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn civil_dates() {

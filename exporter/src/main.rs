@@ -50,7 +50,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run_exporter(args: cli::ExporterArgs, enabled: Vec<&'static str>) -> anyhow::Result<()> {
-    let listen = cli::listen_addr(&args.listen_address).map_err(anyhow::Error::msg)?;
+    let listen = server::listen_addr(&args.listen_address).map_err(anyhow::Error::msg)?;
     let web = match &args.web_config_file {
         Some(p) => WebConfig::load(p).with_context(|| "--web.config.file")?,
         None => WebConfig::default(),

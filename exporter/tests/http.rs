@@ -91,6 +91,7 @@ fn web_config_tls_and_basic_auth_in_exporter_toolkit_format() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert_eq!(code(&[]), "401", "no credentials");
+    assert_eq!(code(&["-u", "nobody:s3cret"]), "401", "unknown user");
     assert_eq!(code(&["-u", "prometheus:wrong"]), "401", "wrong password");
     assert_eq!(code(&["-u", "prometheus:s3cret"]), "200", "right password over TLS");
     let out = Command::new(&curl)
@@ -104,6 +105,14 @@ fn web_config_tls_and_basic_auth_in_exporter_toolkit_format() {
         text.contains("nodesleuth_build_info") && text.to_ascii_lowercase().contains("x-content-type-options: nosniff"),
         "{text}"
     );
+    // Kubelet probes: /healthz needs no credentials (it still needs TLS).
+    let out = Command::new(&curl)
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&crt)
+        .arg(format!("https://127.0.0.1:{}/healthz", e.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "/healthz without credentials");
     // Plain HTTP on the TLS port is refused.
     assert!(http_request(e.port, "/metrics", &[]).map(|(s, _)| s != 200).unwrap_or(true));
 }
@@ -151,4 +160,135 @@ fn json_logs_and_graceful_shutdown_on_sigterm() {
     let lines: Vec<&str> = log.lines().collect();
     assert!(lines.iter().all(|l| l.starts_with('{') && l.ends_with('}')), "every line is a JSON object:\n{log}");
     assert!(log.contains("\"shutting down\""), "{log}");
+}
+
+/// Runs the binary to completion (it is expected to refuse to start) and returns (exit code, stderr).
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodesleuth"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("nodesleuth {args:?} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn unknown_log_levels_are_refused_by_exporter_and_relay() {
+    for args in [
+        &["--log.level=verbose", "--web.listen-address=127.0.0.1:0"][..],
+        &["relay", "--log.level=verbose", "--config=/nonexistent/relay.yaml"][..],
+        &["--log.level=INFO", "--web.listen-address=127.0.0.1:0"][..],
+    ] {
+        let (code, err) = refused(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid --log.level") && err.contains("debug, info, warn, error"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_listen_addresses_are_reported_once_whatever_the_log_level() {
+    for level in ["error", "info"] {
+        let (code, err) = refused(&["--web.listen-address=nonsense", &format!("--log.level={level}")]);
+        assert_ne!(code, Some(0));
+        assert!(err.contains("invalid --web.listen-address") && err.contains("nonsense"), "{err}");
+    }
+    // A port in use: the OS error appears once, not once per layer of context.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("--web.listen-address={}", taken.local_addr().unwrap());
+    let (code, err) = refused(&[&addr, "--log.level=error"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("cannot listen on"), "{err}");
+    assert_eq!(err.matches("os error 98").count(), 1, "{err}");
+    // The relay too.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("relay.yaml");
+    std::fs::write(&cfg, "targets:\n  ops:\n    kind: wecom\n    url: http://127.0.0.1:9/send?key=abc\n").unwrap();
+    let (code, err) = refused(&["relay", &format!("--config={}", cfg.display()), &addr]);
+    assert_ne!(code, Some(0));
+    assert_eq!(err.matches("os error 98").count(), 1, "{err}");
+}
+
+#[test]
+fn config_errors_do_not_repeat_their_cause() {
+    let (_, err) = refused(&["--web.config.file=/nonexistent/web.yml", "--web.listen-address=127.0.0.1:0"]);
+    assert!(err.contains("/nonexistent/web.yml"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    let (_, err) = refused(&["relay", "--check-config", "--config=/nonexistent/relay.yaml"]);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("relay.yaml");
+    std::fs::write(&cfg, "targets: [\n").unwrap();
+    let (_, err) = refused(&["relay", "--check-config", &format!("--config={}", cfg.display())]);
+    let yaml = serde_norway::from_str::<nodesleuth_relay::config::FileConfig>("targets: [\n").unwrap_err().to_string();
+    assert_eq!(err.matches(&yaml).count(), 1, "YAML error ({yaml}) once: {err}");
+}
+
+#[test]
+fn colon_port_listens_on_ipv4_and_ipv6() {
+    let port = util::free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodesleuth"))
+        .args(only_tcp())
+        .arg(format!("--web.listen-address=:{port}"))
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let get6 = || -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("::1", port)).ok()?;
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        raw.split_whitespace().nth(1)?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/healthz").is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v4 = http_get(port, "/healthz").map(|r| r.0).ok();
+    let v6 = get6();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert_eq!(v4, Some(200), "IPv4; log:\n{log}");
+    assert_eq!(v6, Some(200), "IPv6 ([::1]) on the same port; log:\n{log}");
+}
+
+#[test]
+fn own_process_and_request_metrics_are_exported() {
+    let e = Exporter::start(&only_tcp());
+    let _ = http_get(e.port, "/nope");
+    let body = e.scrape();
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = util::sample(&body, name, &[]).unwrap_or_else(|| panic!("{name} missing"));
+        assert!(v >= 0.0, "{name} {v}");
+    }
+    assert!(util::sample(&body, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    // The readiness probe's /healthz and the 404 were counted.
+    assert!(
+        util::sample(&body, "nodesleuth_http_requests_total", &[("handler", "healthz"), ("code", "200")]).unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        util::sample(&body, "nodesleuth_http_requests_total", &[("handler", "other"), ("code", "404")]),
+        Some(1.0)
+    );
+    util::check_with_promtool(&body);
 }

@@ -14,12 +14,14 @@ use serde::Deserialize;
 /// Everything that can go wrong while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot parse config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
-    #[error("cannot read secret file {path} (for {what}): {source}")]
-    SecretFile { what: String, path: PathBuf, source: std::io::Error },
+    // Causes are part of the message and not chained as sources: the binary prints error chains with `{:#}`,
+    // which would repeat them.
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("cannot parse config file {path}: {error}")]
+    Parse { path: PathBuf, error: serde_norway::Error },
+    #[error("cannot read secret file {path} (for {what}): {error}")]
+    SecretFile { what: String, path: PathBuf, error: std::io::Error },
     #[error("environment variable {var} (for {what}) is not set or not valid UTF-8")]
     SecretEnv { what: String, var: String },
     #[error("target {target}: {reason}")]
@@ -75,10 +77,10 @@ impl SecretSource {
             SecretSource::Inline(s) => Ok(Secret(s.clone())),
             SecretSource::File { file } => {
                 let path = if file.is_absolute() { file.clone() } else { base.join(file) };
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::SecretFile {
                     what: what.to_string(),
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
             }
@@ -311,12 +313,12 @@ fn default_timeout() -> HumanDuration {
 
 impl FileConfig {
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+        serde_norway::from_str(text).map_err(|error| ConfigError::Parse { path: path.to_path_buf(), error })
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
         Self::from_yaml(&text, path)
     }
 }
@@ -395,5 +397,21 @@ mod tests {
         let y = "targets:\n  a:\n    kind: wecom\n    url: http://x\n    colour: red\n";
         let err = FileConfig::from_yaml(y, Path::new("r.yaml")).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
+        // With a position, so the user finds the line.
+        assert!(err.contains("r.yaml") && err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn errors_carry_their_cause_once() {
+        // The binary prints chains with `{:#}`: a cause both in the message and as a source would appear twice.
+        let dir = tempfile::tempdir().unwrap();
+        let e = FileConfig::load(&dir.path().join("missing.yaml")).unwrap_err();
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)).matches("os error 2").count(), 1);
+        let e = FileConfig::from_yaml("targets: [\n", Path::new("r.yaml")).unwrap_err();
+        assert!(std::error::Error::source(&e).is_none());
+        let f = SecretSource::File { file: "nope".into() };
+        let e = f.resolve("t", dir.path()).unwrap_err();
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)).matches("os error 2").count(), 1);
     }
 }

@@ -54,8 +54,9 @@ fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
 pub enum RelayError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    // The cause is in the message, not chained as a source: `{:#}` would print it twice.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: SocketAddr, error: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -157,8 +158,8 @@ impl Relay {
 
     /// Bind `addr` (use port 0 for an ephemeral port) and serve in the background.
     pub async fn spawn(self, addr: SocketAddr) -> Result<RunningRelay, RelayError> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RelayError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| RelayError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| RelayError::Bind { addr, error })?;
+        let local = listener.local_addr().map_err(|error| RelayError::Bind { addr, error })?;
         let metrics = self.state.metrics.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.serve(listener, async {
@@ -204,7 +205,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(args.listen_address)
         .await
-        .map_err(|source| RelayError::Bind { addr: args.listen_address, source })?;
+        .map_err(|error| RelayError::Bind { addr: args.listen_address, error })?;
     tracing::info!(address = %args.listen_address, targets = relay.state.workers.len(), "relay listening");
     relay.serve(listener, shutdown_signal()).await?;
     tracing::info!("relay stopped");

@@ -149,9 +149,13 @@ impl Robot {
     }
 
     fn request_url(&self) -> url::Url {
+        self.request_url_at(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+    }
+
+    /// The URL to post to, signed (DingTalk with a secret) for `ts` milliseconds since the epoch.
+    fn request_url_at(&self, ts: i64) -> url::Url {
         let mut url = self.url.clone();
         if let (RobotKind::Dingtalk, Some(secret)) = (self.kind, &self.secret) {
-            let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
             let sign = dingtalk_sign(ts, secret.expose());
             url.query_pairs_mut().append_pair("timestamp", &ts.to_string()).append_pair("sign", &sign);
         }
@@ -242,6 +246,34 @@ mod tests {
         let expect = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         assert_eq!(dingtalk_sign(ts, secret), expect);
         assert_ne!(dingtalk_sign(ts + 1, secret), expect);
+    }
+
+    /// Known-answer vector computed outside this code base, with OpenSSL and Python's standard library:
+    /// ```sh
+    /// secret='SECnodesleuth0123456789abcdefKnownAnswer'; ts=1764547200002
+    /// printf '%s\n%s' "$ts" "$secret" | openssl dgst -sha256 -hmac "$secret" -binary | base64
+    /// #   -> P2N+UcxAWV0DOKfrljRx53HCXpscIk8aqvp/yVWcGRY=
+    /// python3 -c 'import sys, urllib.parse; print(urllib.parse.quote_plus(sys.argv[1]))' "<that>"
+    /// #   -> P2N%2BUcxAWV0DOKfrljRx53HCXpscIk8aqvp%2FyVWcGRY%3D
+    /// ```
+    /// The timestamp was picked so that the signature contains '+', '/' and '=', which DingTalk needs URL-encoded.
+    #[test]
+    fn signature_matches_an_openssl_known_answer() {
+        let secret = "SECnodesleuth0123456789abcdefKnownAnswer";
+        let ts = 1_764_547_200_002i64;
+        assert_eq!(dingtalk_sign(ts, secret), "P2N+UcxAWV0DOKfrljRx53HCXpscIk8aqvp/yVWcGRY=");
+        let r = Robot::new(
+            RobotKind::Dingtalk,
+            &Secret::new("https://oapi.example/robot/send?access_token=tok123"),
+            Some(Secret::new(secret)),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            r.request_url_at(ts).as_str(),
+            "https://oapi.example/robot/send?access_token=tok123&timestamp=1764547200002\
+             &sign=P2N%2BUcxAWV0DOKfrljRx53HCXpscIk8aqvp%2FyVWcGRY%3D"
+        );
     }
 
     #[test]

@@ -567,12 +567,20 @@ pub fn start_on_fixture(root: &Path, collector: &str, extra: &[&str]) -> Exporte
     Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// The exposition text without what legitimately changes between runs (timings, build info).
+/// The exporter's own families (process and HTTP counters), which change from run to run.
+const SELF_FAMILIES: &[&str] = &["process_", "nodesleuth_http_requests_total"];
+
+/// The exposition text without what legitimately changes between runs (timings, build info, the exporter's own
+/// process and request metrics).
 pub fn normalize(metrics: &str) -> String {
     metrics
         .lines()
         .filter(|l| {
             !l.starts_with("nodesleuth_scrape_collector_duration_seconds{") && !l.starts_with("nodesleuth_build_info{")
+        })
+        .filter(|l| {
+            let name = l.strip_prefix("# HELP ").or_else(|| l.strip_prefix("# TYPE ")).unwrap_or(l);
+            !SELF_FAMILIES.iter().any(|f| name.starts_with(f))
         })
         .map(|l| format!("{l}\n"))
         .collect()
