@@ -145,6 +145,9 @@ fn make_table(services: &[Vs], rows: usize) -> String {
     out
 }
 
+/// The collector's service map: (protocol, virtual address) → aggregate.
+type Services = HashMap<(Protocol, SocketAddr), ServiceAgg>;
+
 struct Result {
     lines: u64,
     errors: u64,
@@ -155,11 +158,7 @@ struct Result {
 
 /// The services as the collector keys them, and `clients` client sockets: every other one taken from the table's
 /// rows (so it has an entry), the rest made up (orphaned).
-fn join_inputs(
-    services: &[Vs],
-    table: &str,
-    clients: usize,
-) -> (HashMap<(Protocol, SocketAddr), ServiceAgg>, Vec<(SocketAddr, SocketAddr)>) {
+fn join_inputs(services: &[Vs], table: &str, clients: usize) -> (Services, Vec<(SocketAddr, SocketAddr)>) {
     let keys = services.iter().map(|vs| ((vs.protocol, vs.addr), ServiceAgg::default())).collect();
     let mut sockets = Vec::with_capacity(clients);
     for row in ipvs::parse_connections(table.as_bytes()).expect("header").flatten() {
@@ -178,11 +177,7 @@ fn join_inputs(
 }
 
 /// One scrape's pass: a fresh `ConnTable` over the services and clients, fed every line.
-fn run_pass(
-    input: &[u8],
-    keys: &HashMap<(Protocol, SocketAddr), ServiceAgg>,
-    sockets: &[(SocketAddr, SocketAddr)],
-) -> Result {
+fn run_pass(input: &[u8], keys: &Services, sockets: &[(SocketAddr, SocketAddr)]) -> Result {
     let services = keys.keys().map(|k| (*k, ServiceAgg::default())).collect();
     let clients =
         sockets.iter().map(|k| (*k, ClientSocket { namespace: 0, matched: false, near_expiry: false })).collect();

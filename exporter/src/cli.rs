@@ -205,12 +205,6 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Resolves `:9741` to `0.0.0.0:9741`; anything else must be a socket address.
-pub fn listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
-    let s = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
-    s.parse().map_err(|e| format!("invalid --web.listen-address {s:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +224,7 @@ mod tests {
         assert!(enabled.contains(&"tcp"));
         let (cli, enabled) = parse(&["nodesleuth"]);
         assert_eq!(enabled, vec!["tcp", "ipvs", "memory", "systemd"]);
-        assert_eq!(listen_addr(&cli.exporter.listen_address).unwrap().port(), 9741);
+        assert_eq!(crate::server::listen_addr(&cli.exporter.listen_address).unwrap().port(), 9741);
         let (_, enabled) = parse(&["nodesleuth", "--collector.disable-defaults", "--collector.ipvs"]);
         assert_eq!(enabled, vec!["ipvs"]);
     }

@@ -69,13 +69,7 @@ pub struct ScrapeContext {
 impl ScrapeContext {
     pub fn new(host: Arc<HostPaths>) -> Self {
         let proc = ProcFs::new(host.procfs.clone());
-        ScrapeContext {
-            host,
-            proc,
-            processes: OnceLock::new(),
-            shared: Mutex::new(HashMap::new()),
-            deadline: None,
-        }
+        ScrapeContext { host, proc, processes: OnceLock::new(), shared: Mutex::new(HashMap::new()), deadline: None }
     }
 
     /// The value of type `T` for this scrape: computed by `init` for the first caller, shared with every later

@@ -9,8 +9,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use util::{Exporter, SystemdSandbox, require_root};
 
-/// (name, sorted label pairs, value) of every sample; panics on a line that is not a sample.
-fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// A sample: metric name, label pairs sorted, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Every sample; panics on a line that is not a sample.
+fn parse(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
@@ -41,7 +44,9 @@ fn all_collectors_together_keep_the_contract() {
     require_root();
     let sb = SystemdSandbox::start();
     let units = "--collector.systemd.units=dbus,dbus.service,systemd-journald,kubelet";
-    let e = Exporter::start(&[&format!("--collector.systemd.address={}", sb.address()), units]);
+    // A generous deadline: this asserts the contract, not speed, on a machine other tests keep busy.
+    let e =
+        Exporter::start(&[&format!("--collector.systemd.address={}", sb.address()), units, "--collector.timeout=60s"]);
     let text = e.scrape();
     let samples = parse(&text);
 
