@@ -39,3 +39,67 @@ def hwm_kib(pid):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Used by series_bench.py and tcp_bench.py (namespace curve).
+
+def default_exporter(root):
+    """$NODESLEUTH_BIN, else the release build of this checkout."""
+    import os
+    return os.environ.get("NODESLEUTH_BIN") or str(root / "target/release/nodesleuth")
+
+
+def print_machine(exporter):
+    """The machine and the exporter a figure was measured on."""
+    import os
+    import platform
+    import subprocess
+    v = subprocess.run([exporter, "--version"], capture_output=True, text=True)
+    version = (v.stdout + v.stderr).strip().splitlines()
+    print(f"machine: nproc {os.cpu_count()}, kernel {platform.release()}, python {platform.python_version()}")
+    print(f"exporter: {exporter}: {version[0] if version else '(no --version output)'}")
+
+
+def help_text(exporter):
+    import subprocess
+    r = subprocess.run([exporter, "--help"], capture_output=True, text=True)
+    return r.stdout + r.stderr
+
+
+def supports(help_txt, flag):
+    """Whether the binary's --help lists FLAG (given as `--name` or `--name=value`)."""
+    import re
+    name = flag.split("=", 1)[0]
+    return re.search(re.escape(name) + r"(?![\w.-])", help_txt) is not None
+
+
+def parse_samples(text):
+    """Exposition text -> [(family, name, labels dict, value)]; the family is the last `# TYPE` seen when the
+    sample's name starts with it (histogram `_bucket`/`_sum`/`_count` belong to their family)."""
+    import re
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    out, family = [], None
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            family = line.split()[2]
+            continue
+        if not line or line.startswith("#"):
+            continue
+        if "{" in line:
+            name, rest = line.split("{", 1)
+            labels_part, value = rest.rsplit("}", 1)
+            labels = dict(label_re.findall(labels_part))
+        else:
+            name, value = line.split()[:2]
+            labels = {}
+        value = float(value.split()[0])
+        fam = family if family and name.startswith(family) else name
+        out.append((fam, name, labels, value))
+    return out
+
+
+def total(samples, name, **match):
+    """Sum of NAME's samples whose labels include MATCH; None when there is none."""
+    vals = [v for _, n, l, v in samples if n == name and all(l.get(k) == w for k, w in match.items())]
+    return sum(vals) if vals else None
