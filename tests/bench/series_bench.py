@@ -73,9 +73,11 @@ def check(run, expect):
     """What the exporter read must be what the generator wrote. Returns a list of failures."""
     s = run.samples
     bad = []
-    for _, name, labels, value in s:
-        if name == "nodesleuth_scrape_collector_success" and value == 0:
-            bad.append(f"collector {labels.get('collector')} reports nodesleuth_scrape_collector_success 0")
+    for scrape_no, samples in ((1, run.first), (2, s)):
+        for _, name, labels, value in samples:
+            if name == "nodesleuth_scrape_collector_success" and value == 0:
+                bad.append(f"scrape {scrape_no}: collector {labels.get('collector')} reports "
+                           "nodesleuth_scrape_collector_success 0")
 
     def want(what, got, exp):
         if got is None:
