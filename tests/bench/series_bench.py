@@ -147,6 +147,14 @@ def main():
         for fam, c in sorted(fams.items(), key=lambda kv: (-kv[1], kv[0])):
             print(f"| `{fam}` | {c} |")
         print(f"| **total** | **{n}** |")
+        print("\n| collector | series | collection time (2nd scrape) |")
+        print("|---|---:|---:|")
+        by = {}
+        for fam, c in fams.items():
+            by[collector_of(fam)] = by.get(collector_of(fam), 0) + c
+        for col, c in sorted(by.items(), key=lambda kv: -kv[1]):
+            d = total(base.samples, "nodesleuth_scrape_collector_duration_seconds", collector=col)
+            print(f"| {col} | {c} | {'' if d is None else f'{d * 1000:.0f} ms'} |")
 
         rows = []
         all_flags = []
@@ -186,6 +194,16 @@ def main():
             print(f"fixture kept at {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def collector_of(family):
+    """The collector a family belongs to, by its name (exporter-wide series: `(exporter)`)."""
+    for prefix, col in [("nodesleuth_tcp_", "tcp"), ("nodesleuth_ipvs_", "ipvs"), ("nodesleuth_process", "memory"),
+                        ("nodesleuth_memory_", "memory"), ("nodesleuth_systemd_", "systemd"),
+                        ("nodesleuth_dbus_", "systemd")]:
+        if family.startswith(prefix):
+            return col
+    return "(exporter)"
 
 
 def check_quiet(run, expect):

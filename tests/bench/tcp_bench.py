@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Holders, default_exporter, free_port, hwm_kib, only_collectors, print_machine, scrape, wait_up  # noqa: E402,E501
+from benchlib import (Holders, default_exporter, free_port, hwm_kib, only_collectors, print_machine, scrape,  # noqa: E402
+                      wait_up)
 
 
 def value(text, prefix):
@@ -50,7 +51,8 @@ def main():
     try:
         t0 = time.time()
         holders = Holders(args.sockets)
-        print(f"opened {holders.sockets} sockets in {len(holders.procs)} holders in {time.time() - t0:.1f}s", flush=True)
+        print(f"opened {holders.sockets} sockets in {len(holders.procs)} holders in {time.time() - t0:.1f}s",
+              flush=True)
 
         ns_port, ne_port = free_port(), free_port()
         # The TCP collector alone, as node_exporter runs tcpstat alone.
