@@ -142,7 +142,7 @@ def measure(exporter, collectors, rounds, warmup, bind_net=None, extra=()):
         for _ in range(warmup):
             _, text = scrape(port)
         prev = total(parse_samples(text), "nodesleuth_tcp_socket_table_walks_total")
-        times, coll, walks, nss = [], [], [], set()
+        times, coll, walks, extra, nss = [], [], [], [], set()
         for _ in range(rounds):
             dt, text = scrape(port)
             s = parse_samples(text)
@@ -150,20 +150,23 @@ def measure(exporter, collectors, rounds, warmup, bind_net=None, extra=()):
             d = total(s, "nodesleuth_scrape_collector_duration_seconds", collector="tcp")
             if d is not None:
                 coll.append(d)
-            w = total(s, "nodesleuth_tcp_socket_table_walks_total")
-            if w is not None and prev is not None:
-                walks.append(w - prev)
-            prev = w
             n = total(s, "nodesleuth_tcp_namespaces")
             if n is None:   # contract v1: one series per namespace
                 n = len({l.get("netns") for _, name, l, _ in s if name == "nodesleuth_tcp_sockets"})
             nss.add(int(n))
+            w = total(s, "nodesleuth_tcp_socket_table_walks_total")
+            if w is not None and prev is not None:
+                walks.append(w - prev)
+                extra.append(w - prev - n)
+            prev = w
         failed = sorted(l.get("collector") for _, name, l, v in s
                         if name == "nodesleuth_scrape_collector_success" and v == 0)
         return {
             "median": statistics.median(times), "min": min(times), "max": max(times),
             "collector": statistics.median(coll) if coll else None,
             "walks": statistics.median(walks) if walks else None,
+            "extra": statistics.median(extra) if extra else None,
+            "load": open("/proc/loadavg").read().split()[0],
             "namespaces": "/".join(str(n) for n in sorted(nss)),
             "hwm": hwm_kib(proc.pid), "failed": failed,
             "clients": total(s, "nodesleuth_ipvs_client_connections"),
@@ -257,14 +260,18 @@ def main():
 
     print(f"\n{holders.sockets} sockets in the host namespace; {args.rounds} scrapes per row after {args.warmup} "
           f"warm-up; collector timeout 60s\n")
+    print("namespaces read: as the exporter counted them per scrape (it reads every namespace on the machine, other "
+          "users' included); walks beyond namespaces: median of (walks - namespaces read) per scrape; load: 1-min "
+          "load average at the row's end (the machine is shared)\n")
     print("| extra namespaces | collectors | namespaces read | median scrape | min / max | tcp collector "
-          "(median) | socket-table walks per scrape | peak RSS |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+          "(median) | socket-table walks per scrape | walks beyond namespaces | peak RSS | load |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, what, r in rows:
         coll = f"{r['collector'] * 1000:.0f} ms" if r["collector"] is not None else "n/a"
         walks = f"{r['walks']:g}" if r["walks"] is not None else "n/a (no walks counter)"
+        extra = f"{r['extra']:g}" if r["extra"] is not None else "n/a"
         print(f"| {n} | {what} | {r['namespaces']} | {r['median'] * 1000:.0f} ms | {r['min'] * 1000:.0f} / "
-              f"{r['max'] * 1000:.0f} ms | {coll} | {walks} | {r['hwm'] / 1024:.1f} MB |")
+              f"{r['max'] * 1000:.0f} ms | {coll} | {walks} | {extra} | {r['hwm'] / 1024:.1f} MB | {r['load']} |")
     for n, what, r in rows:
         notes = []
         if r["failed"]:
