@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark socket holder: PAIRS established loopback connections (both ends held here) and CW connections whose
-client half-closed (shutdown SHUT_WR), leaving our end in CLOSE_WAIT and theirs in FIN_WAIT2. Prints READY."""
+client half-closed (shutdown SHUT_WR), leaving our end in CLOSE_WAIT and theirs in FIN_WAIT2. Prints READY and the
+listening port (the server side of every connection: 127.0.0.1:PORT)."""
 import resource
 import socket
 import sys
@@ -26,6 +27,6 @@ for i in range(pairs + close_wait):
         c.shutdown(socket.SHUT_WR)
     keep.append((c, s))
 time.sleep(0.5)
-print("READY", flush=True)
+print(f"READY {addr[1]}", flush=True)
 while True:
     time.sleep(3600)
