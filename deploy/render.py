@@ -217,6 +217,8 @@ def _split_flow(s: str, where: str) -> list[str]:
 
 def _key_value(text: str):
     """Splits `key: value` (key plain or quoted); None when text is not a mapping entry."""
+    if text[:1] in "&*!|>%@`{?":
+        return None
     m = re.match(r'^("(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'|[^\s"\'#\-\[{][^:]*?|-[^\s:][^:]*?)\s*:(?:\s+(.*))?$', text)
     if not m:
         return None
