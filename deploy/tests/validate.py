@@ -355,10 +355,16 @@ def main() -> int:
     check("PrometheusRule spec equals rules/dist", pr["spec"] == rule_src["spec"])
     check("PrometheusRule carries the ServiceMonitor's release label",
           pr["metadata"]["labels"].get("release") == sm["metadata"]["labels"]["release"])
+    job = svc["metadata"]["labels"].get(sm["spec"].get("jobLabel", ""), svc["metadata"]["name"])
+    exprs = "\n".join(r["expr"] for g in rule_src["spec"]["groups"] for r in g["rules"])
+    rule_jobs = set(re.findall(r'\bnodesleuth_\w*\{[^}]*\bjob\s*=~?\s*"([^"]*)"', exprs))
+    check(f"the ServiceMonitor's job label ({job}) is the one the rules' nodesleuth_* selectors use "
+          f"({', '.join(sorted(rule_jobs))})",
+          rule_jobs and all(re.fullmatch(j, job) for j in rule_jobs))
     alerts = [r["alert"] for g in rule_src["spec"]["groups"] for r in g["rules"] if "alert" in r]
     amatch = spec["route"]["matchers"]
     check("AlertmanagerConfig routes exactly the rule library's alerts", amatch == [
-        {"name": "alertname", "value": "|".join(alerts), "matchType": "=~"}] and len(alerts) == len(set(alerts)))
+        {"name": "alertname", "value": "|".join(dict.fromkeys(alerts)), "matchType": "=~"}])
     boards = sorted((root / "dashboards/dist").glob("*.json"))
     cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
     got = {k: v for d in cms for k, v in d["data"].items()}
