@@ -77,7 +77,7 @@ if python3 deploy/tests/render_yaml_check.py; then ok "render.py's YAML reader a
 echo "==> manifests"
 kubectl kustomize deploy/kubernetes >"$tmp/rendered.yaml"
 kubectl kustomize deploy/examples/existing-release >"$tmp/overlay.yaml"
-python3 deploy/tests/validate.py "$root" "$tmp/rendered.yaml" "$tmp/overlay.yaml" "$bin" | tee "$tmp/validate.log"
+python3 deploy/tests/validate.py "$root" "$tmp/rendered.yaml" "$tmp/overlay.yaml" "$bin" | tee "$tmp/validate.log" || true
 tally "$tmp/validate.log" validate.py
 if amtool check-config deploy/alertmanager/alertmanager.yml >"$tmp/amtool.log" 2>&1; then ok "amtool check-config deploy/alertmanager/alertmanager.yml"
 else bad "amtool check-config: $(cat "$tmp/amtool.log")"; fi
@@ -109,28 +109,7 @@ echo "# image size: $((compressed / 1024)) KiB compressed layer, $((size_unpacke
 
 # The relay as the Deployment runs it: uid 65534, no capabilities, read-only root; its ConfigMap at its mountPath
 # and the Secret template's keys as files at theirs; --check-config loads config, secrets and templates.
-python3 - "$tmp/rendered.yaml" "$root/deploy/kubernetes/relay/secret.template.yaml" "$tmp/relaycfg" <<'EOF'
-import sys, yaml
-from pathlib import Path
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-tpl = yaml.safe_load(open(sys.argv[2]))
-out = Path(sys.argv[3])
-dep = [d for d in docs if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
-c = dep["containers"][0]
-vols = {v["name"]: v for v in dep["volumes"]}
-cms = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
-mounts = []
-for m in c["volumeMounts"]:
-    v = vols[m["name"]]
-    src = out / m["name"]
-    src.mkdir(parents=True)
-    data = cms[v["configMap"]["name"]]["data"] if "configMap" in v else tpl["stringData"]
-    for k, val in data.items():
-        (src / k).write_text(val)
-    mounts.append(f"{src} {m['mountPath']}")
-(out / "mounts").write_text("\n".join(mounts) + "\n")
-(out / "args").write_text("\n".join(c["args"]) + "\n")
-EOF
+python3 deploy/tests/relay_files.py "$tmp/rendered.yaml" deploy/kubernetes/relay/secret.template.yaml "$tmp/relaycfg"
 mkdir -p "$tmp/rtools"
 cp "$(command -v setpriv)" "$tmp/rtools/"
 cp "$(ldd "$(command -v setpriv)" | awk '/libcap-ng/ {print $3}')" "$tmp/rtools/"
@@ -138,9 +117,10 @@ cp -a "$tmp/rootfs" "$tmp/relayroot"
 script='set -eu
 R="$1"; shift
 mkdir -p "$R/.testtools"
+mount --bind "$R" "$R"
 while read -r src dst; do mkdir -p "$R$dst"; mount --bind "$src" "$R$dst"; mount -o remount,bind,ro "$R$dst"; done <"$MOUNTS"
 mount --bind "$TOOLS" "$R/.testtools"
-mount --bind "$R" "$R"; mount -o remount,bind,ro "$R"
+mount -o remount,bind,ro "$R"
 exec unshare --root="$R" /lib64/ld-linux-x86-64.so.2 --library-path /.testtools /.testtools/setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- /usr/bin/nodesleuth "$@"'
 mapfile -t rargs <"$tmp/relaycfg/args"
 if out="$(MOUNTS="$tmp/relaycfg/mounts" TOOLS="$tmp/rtools" unshare --mount --propagation private sh -c "$script" sh "$tmp/relayroot" "${rargs[@]}" --check-config 2>&1)"; then
@@ -153,7 +133,7 @@ if MOUNTS="$tmp/relaycfg/mounts" TOOLS="$tmp/rtools" unshare --mount --propagati
 else ok "relay --check-config fails without a secret file the config names"; fi
 
 echo "==> least privilege"
-python3 deploy/tests/leastpriv.py "$root" "$tmp/rootfs" "$tmp/rendered.yaml" "$tmp/captable.md" | tee "$tmp/leastpriv.log"
+python3 deploy/tests/leastpriv.py "$root" "$tmp/rootfs" "$tmp/rendered.yaml" "$tmp/captable.md" | tee "$tmp/leastpriv.log" || true
 tally "$tmp/leastpriv.log" leastpriv.py
 if [ -s "$tmp/captable.md" ]; then
     missing="$(grep '^|' "$tmp/captable.md" | while IFS= read -r line; do grep -qxF -- "$line" deploy/README.md || echo "$line"; done)"

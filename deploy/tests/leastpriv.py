@@ -37,6 +37,7 @@ import uuid
 from pathlib import Path
 
 import yaml
+import yamlcompat  # noqa: F401  (kubectl's reading of a bare `=`)
 
 passed, failed = 0, 0
 

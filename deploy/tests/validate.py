@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+import yamlcompat  # noqa: F401  (kubectl's reading of a bare `=`)
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -26,10 +27,6 @@ K8S = SCHEMAS / "k8s-v1.29.0-local-strict"
 CRDS = SCHEMAS / "prometheus-operator"
 
 passed, failed = 0, 0
-
-# kustomize writes the matcher type `=` unquoted; PyYAML (YAML 1.1) reads a bare `=` as the obsolete "value" tag,
-# Go's YAML (what kubectl and the API server use) as the string "=". Read it as the string.
-yaml.SafeLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
 def check(name: str, ok: bool, detail: str = "") -> None:
