@@ -26,8 +26,8 @@ case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
 
 die() { echo "deploy/test.sh: FAILED: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (network namespaces, mounts, chroot, capabilities)"
-for tool in buildah kubectl python3 amtool ip unshare nsenter setpriv curl cc tar busctl dbus-daemon ldd; do
-    command -v "$tool" >/dev/null || die "$tool is missing (Debian packages: buildah kubectl prometheus-alertmanager iproute2 util-linux curl gcc systemd dbus)"
+for tool in buildah kubectl python3 amtool ip unshare nsenter setpriv curl cc tar busctl dbus-daemon ldd objcopy; do
+    command -v "$tool" >/dev/null || die "$tool is missing (Debian packages: buildah kubectl prometheus-alertmanager iproute2 util-linux curl gcc binutils systemd dbus)"
 done
 [ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing (Debian package systemd)"
 python3 -c 'import yaml, jsonschema, referencing' 2>/dev/null || die "python3 needs PyYAML and jsonschema (python3-yaml python3-jsonschema)"
@@ -77,7 +77,7 @@ if python3 deploy/tests/render_yaml_check.py; then ok "render.py's YAML reader a
 echo "==> manifests"
 kubectl kustomize deploy/kubernetes >"$tmp/rendered.yaml"
 kubectl kustomize deploy/examples/existing-release >"$tmp/overlay.yaml"
-python3 deploy/tests/validate.py "$root" "$tmp/rendered.yaml" "$tmp/overlay.yaml" "$bin" | tee "$tmp/validate.log" || true
+python3 deploy/tests/validate.py "$root" "$tmp/rendered.yaml" "$tmp/overlay.yaml" | tee "$tmp/validate.log" || true
 tally "$tmp/validate.log" validate.py
 if amtool check-config deploy/alertmanager/alertmanager.yml >"$tmp/amtool.log" 2>&1; then ok "amtool check-config deploy/alertmanager/alertmanager.yml"
 else bad "amtool check-config: $(cat "$tmp/amtool.log")"; fi
@@ -101,9 +101,13 @@ actual="$(cd "$tmp/rootfs" && find . \( -type f -o -type l \) | sed 's#^\./##' |
 if [ "$expected" = "$actual" ]; then ok "image holds only the binary and the $(($(wc -l <<<"$expected") - 1)) files ldd lists: no shell, no package manager"
 else bad "image content differs from binary + ldd: $(diff <(echo "$expected") <(echo "$actual") | tr '\n' ' ')"; fi
 [ ! -e "$tmp/rootfs/bin/sh" ] && [ ! -e "$tmp/rootfs/usr/bin/sh" ] && ok "no /bin/sh in the image" || bad "a shell is in the image"
-cmp -s "$bin" "$tmp/rootfs/usr/bin/nodesleuth" && ok "image binary is \$NODESLEUTH_BIN" || bad "image binary differs"
+objcopy --strip-debug "$bin" "$tmp/stripped"
+cmp -s "$tmp/stripped" "$tmp/rootfs/usr/bin/nodesleuth" && ok "image binary is \$NODESLEUTH_BIN without DWARF ($(($(stat -c %s "$bin") / 1048576)) -> $(($(stat -c %s "$tmp/stripped") / 1048576)) MiB)" || bad "image binary differs from \$NODESLEUTH_BIN"
 v="$(chroot "$tmp/rootfs" /usr/bin/nodesleuth --version 2>&1)" || true
 if grep -q "$version" <<<"$v"; then ok "nodesleuth --version in the image: $v"; else bad "nodesleuth --version in the image: $v"; fi
+if out="$(chroot "$tmp/rootfs" /usr/bin/nodesleuth --collector.bogus-flag 2>&1)"; then bad "the binary accepted an unknown flag"
+elif grep -q "unexpected argument '--collector.bogus-flag'" <<<"$out"; then ok "the binary rejects an unknown flag (so the DaemonSet's args, which start it in leastpriv.py, are checked)"
+else bad "unknown flag: unexpected answer: $out"; fi
 size_unpacked="$(du -sb "$tmp/rootfs" | cut -f1)"
 echo "# image size: $((compressed / 1024)) KiB compressed layer, $((size_unpacked / 1024)) KiB unpacked ($(buildah "${storage[@]}" images --format '{{.Size}}' "nodesleuth:$version") as buildah reports it)"
 
@@ -116,8 +120,9 @@ cp "$(ldd "$(command -v setpriv)" | awk '/libcap-ng/ {print $3}')" "$tmp/rtools/
 cp -a "$tmp/rootfs" "$tmp/relayroot"
 script='set -eu
 R="$1"; shift
-mkdir -p "$R/.testtools"
+mkdir -p "$R/.testtools" "$R/proc"
 mount --bind "$R" "$R"
+mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
 while read -r src dst; do mkdir -p "$R$dst"; mount --bind "$src" "$R$dst"; mount -o remount,bind,ro "$R$dst"; done <"$MOUNTS"
 mount --bind "$TOOLS" "$R/.testtools"
 mount -o remount,bind,ro "$R"

@@ -5,7 +5,10 @@
 #     BINARY  default: $NODESLEUTH_BIN, else target/release/nodesleuth (cargo build --release -p nodesleuth)
 #     TAG     default: nodesleuth:<workspace version>
 #   Environment: BUILDAH_ROOT / BUILDAH_RUNROOT  storage of the image (default: buildah's own, /var/lib/containers);
-#                OCI_OUT  also write the image as an OCI layout directory there (what the test unpacks).
+#                OCI_OUT  also write the image as an OCI layout directory there (what the test unpacks);
+#                KEEP_DEBUG=1  keep the binary's DWARF line tables (the release profile's `debug = "line-tables-only"`
+#                quadruples the file); by default they are removed with `objcopy --strip-debug`, which keeps the
+#                symbol table, so panic backtraces still name functions.
 #
 # The binary is linked dynamically against glibc. The image gets exactly what `ldd` lists, at the paths it lists
 # (the loader at its PT_INTERP path), copied from this machine, so the image matches the machine that built the
@@ -23,7 +26,12 @@ command -v ldd >/dev/null || die "ldd is not installed (Debian package libc-bin)
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/usr/bin"
-cp "$bin" "$ctx/rootfs/usr/bin/nodesleuth"
+if [ "${KEEP_DEBUG:-0}" = 1 ]; then
+    cp "$bin" "$ctx/rootfs/usr/bin/nodesleuth"
+else
+    command -v objcopy >/dev/null || die "objcopy is not installed (Debian package binutils), or set KEEP_DEBUG=1"
+    objcopy --strip-debug "$bin" "$ctx/rootfs/usr/bin/nodesleuth"
+fi
 chmod 0755 "$ctx/rootfs/usr/bin/nodesleuth"
 # `ldd` lines: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)";
 # linux-vdso has no file. A "not found" library is an error.

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Validates the manifests as `kubectl kustomize` renders them, against the Kubernetes 1.29 strict schemas and the
-Prometheus Operator CRDs copied under deploy/tests/schemas/, and cross-checks the objects against each other, the
-binary and the generators. Run by deploy/test.sh:
+Prometheus Operator CRDs copied under deploy/tests/schemas/, and cross-checks the objects against each other and
+the generators. Run by deploy/test.sh:
 
-    validate.py REPO_ROOT RENDERED.yaml OVERLAY.yaml NODESLEUTH_BIN
+    validate.py REPO_ROOT RENDERED.yaml OVERLAY.yaml
 
 Prints one line per check (`ok ...` / `FAIL ...`) and a final `N passed, M failed`; exits 1 on any failure.
 """
@@ -11,7 +11,6 @@ Prints one line per check (`ok ...` / `FAIL ...`) and a final `N passed, M faile
 import copy
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -162,7 +161,7 @@ def one(docs, kind, name=None):
 
 
 def main() -> int:
-    root, rendered, overlay, binary = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+    root, rendered, overlay = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
     kinds = sorted({d["kind"] for d in docs})
     print(f"# {len(docs)} objects: {', '.join(kinds)}")
@@ -241,11 +240,8 @@ def main() -> int:
     listen = arg_value(args, "--web.listen-address") or ":9741"
     check("--web.listen-address port is the container's metrics port",
           int(listen.rsplit(":", 1)[1]) == port_names.get("metrics"), f"{listen} vs {port_names}")
-    # Every arg is accepted by the binary (clap rejects unknown flags and bad values before --help is honoured).
-    r = subprocess.run([binary, *args, "--help"], capture_output=True, text=True, timeout=30)
-    check("binary accepts every DaemonSet arg", r.returncode == 0, r.stderr.strip()[:300])
-    r = subprocess.run([binary, *args, "--collector.bogus-flag", "--help"], capture_output=True, text=True, timeout=30)
-    check("binary rejects an unknown flag (the arg check can fail)", r.returncode != 0)
+    # That the binary accepts every arg is proven where the paths they name exist: deploy/tests/leastpriv.py starts
+    # it with exactly these args in the DaemonSet's mount layout (the binary checks that path flags exist).
     version = re.search(r'^version = "(.*)"', (root / "Cargo.toml").read_text(), re.M).group(1)
     check("DaemonSet image tag is the workspace version", c["image"] == f"nodesleuth:{version}", c["image"])
 
@@ -311,8 +307,7 @@ def main() -> int:
     check("relay container runs the relay subcommand", rargs[0] == "relay")
     rlisten = arg_value(rargs, "--web.listen-address")
     check("relay listens on its container port", rlisten and int(rlisten.rsplit(":", 1)[1]) == rports["http"])
-    r = subprocess.run([binary, *rargs, "--help"], capture_output=True, text=True, timeout=30)
-    check("binary accepts every relay arg", r.returncode == 0, r.stderr.strip()[:300])
+    # The relay's args are run by deploy/test.sh (`--check-config` in the image, with the mounts).
     cm = one(docs, "ConfigMap", "nodesleuth-relay-config")
     rmounts = {m["name"]: m["mountPath"] for m in rc["volumeMounts"]}
     rvols = {v["name"]: v for v in dpod["spec"]["volumes"]}
