@@ -439,7 +439,8 @@ def facts(fx: Fixtures, samples, log: str) -> dict:
         f["owner"] = "-"
     elif named:
         lab = named[0][0]
-        f["owner"] = f"{lab['process']} {lab['namespace']}/{lab['pod']}/{lab['container']} :{lab['local_port']}"
+        port = "listening port" if lab["local_port"] == str(h["closewait_port"]) else lab["local_port"]
+        f["owner"] = f"{lab['process']} {lab['namespace']}/{lab['pod']}/{lab['container']}, {port}"
     else:
         f["owner"] = 'process=""'
     lim = value(samples, "nodesleuth_tcp_listen_queue_limit", netns=fx.netns_cw, local_port=str(h["queue_port"]))
@@ -450,7 +451,8 @@ def facts(fx: Fixtures, samples, log: str) -> dict:
         src = [lab["source"] for lab, v in find(samples, "nodesleuth_tcp_namespaces") if v > 0]
     f["source"] = "+".join(sorted(src)) or "-"
     lazy = [v for lab, v in find(samples, "nodesleuth_process_lazyfree_bytes", process="madvise")]
-    f["lazyfree"] = "absent" if not lazy else f"{sum(lazy) / 2**20:.0f} MiB"
+    seen = sum(lazy) >= fx.madvise_mib // 2 * 2**20
+    f["lazyfree"] = "absent" if not lazy else "seen" if seen else "0" if sum(lazy) == 0 else "partial"
     up = value(samples, "nodesleuth_systemd_up")
     dbus = value(samples, "nodesleuth_dbus_active_connections")
     f["bus"] = ("-" if up is None else f"up {int(up)}") + (", bus stats" if dbus is not None else ", no bus stats")
@@ -509,15 +511,18 @@ def main() -> int:
                 samples = e.scrape()
                 extra = {"cmdline": cmdline}
                 if measure:
+                    def cpu_seconds():
+                        stat = Path(f"/proc/{e.pid}/stat").read_text()
+                        fields = stat[stat.rfind(")") + 2:].split()
+                        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    before = cpu_seconds()
                     for _ in range(20):
                         e.scrape()
-                    ticks = os.sysconf("SC_CLK_TCK")
-                    stat = Path(f"/proc/{e.pid}/stat").read_text()
-                    fields = stat[stat.rfind(")") + 2:].split()
-                    cpu = (int(fields[11]) + int(fields[12])) / ticks
+                    per_scrape = (cpu_seconds() - before) / 20
+                    cpu = cpu_seconds()
                     st2 = e.status()
                     extra.update({"hwm_kib": int(st2["VmHWM"].split()[0]), "rss_kib": int(st2["VmRSS"].split()[0]),
-                                  "cpu_s": cpu, "scrapes": 22, "ro_root": e.root_mount_readonly()})
+                                  "cpu_s": cpu, "cpu_per_scrape": per_scrape, "scrapes": 22, "ro_root": e.root_mount_readonly()})
             finally:
                 log = e.stop()
                 exporters.remove(e)
@@ -585,8 +590,8 @@ def main() -> int:
         sep = "|---" * (len(COLUMNS) + 1) + "|"
         table = [header, sep] + [f"| {label} | " + " | ".join(f[k] for k, _ in COLUMNS) + " |" for label, f in rows]
         mem = (f"Footprint of the granted run here (few processes and sockets): peak RSS {meas['hwm_kib'] / 1024:.1f} "
-               f"MiB, RSS {meas['rss_kib'] / 1024:.1f} MiB, CPU {meas['cpu_s']:.2f} s for {meas['scrapes']} scrapes "
-               f"(start-up included).")
+               f"MiB, RSS {meas['rss_kib'] / 1024:.1f} MiB, CPU {meas['cpu_s']:.2f} s in total for {meas['scrapes']} "
+               f"scrapes (start-up included), {meas['cpu_per_scrape'] * 1000:.0f} ms per scrape.")
         report.write_text("\n".join(table) + "\n\n" + mem + "\n")
         print("\n".join(table))
         print(mem)
