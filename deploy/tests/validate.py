@@ -394,6 +394,10 @@ def main() -> int:
           all(d["metadata"]["namespace"] == ons for d in odocs) and ons != svc["metadata"]["namespace"]
           and f".{ons}.svc:" in oamc["spec"]["receivers"][0]["webhookConfigs"][0]["url"])
     check("overlay: objects still validate", all(not schema_errors(d) for d in odocs))
+    images = {c["image"] for d in odocs if d["kind"] in ("DaemonSet", "Deployment")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    check("overlay: both workloads use the overlay's image", images == {"registry.example.com/nodesleuth:" + version},
+          str(images))
 
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
