@@ -30,6 +30,11 @@ for tool in buildah kubectl python3 amtool ip unshare nsenter setpriv curl cc ta
     command -v "$tool" >/dev/null || die "$tool is missing (Debian packages: buildah kubectl prometheus-alertmanager iproute2 util-linux curl gcc binutils systemd dbus)"
 done
 [ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing (Debian package systemd)"
+# The default seccomp profile of CRI-O and Podman (golang-github-containers-common, a dependency of buildah); the
+# least-privilege test runs the exporter under it as seccompProfile: RuntimeDefault would.
+seccomp_profile=/usr/share/containers/seccomp.json
+[ -f "$seccomp_profile" ] || die "$seccomp_profile is missing (Debian package golang-github-containers-common, installed with buildah)"
+python3 -c 'import ctypes.util, sys; sys.exit(ctypes.util.find_library("seccomp") is None)' || die "libseccomp is missing (Debian package libseccomp2)"
 python3 -c 'import yaml, jsonschema, referencing' 2>/dev/null || die "python3 needs PyYAML and jsonschema (python3-yaml python3-jsonschema)"
 [ -x "$bin" ] || die "$bin is not an executable: build it (cargo build --release -p nodesleuth) or set NODESLEUTH_BIN"
 
@@ -139,7 +144,7 @@ elif grep -q "wecom-url" <<<"$out"; then ok "relay --check-config fails naming t
 else bad "relay --check-config without a secret failed for another reason: $out"; fi
 
 echo "==> least privilege"
-python3 deploy/tests/leastpriv.py "$root" "$tmp/rootfs" "$tmp/rendered.yaml" "$tmp/captable.md" | tee "$tmp/leastpriv.log" || true
+python3 deploy/tests/leastpriv.py "$root" "$tmp/rootfs" "$tmp/rendered.yaml" "$tmp/captable.md" "$seccomp_profile" | tee "$tmp/leastpriv.log" || true
 tally "$tmp/leastpriv.log" leastpriv.py
 if [ -s "$tmp/captable.md" ]; then
     missing="$(grep '^|' "$tmp/captable.md" | while IFS= read -r line; do grep -qxF -- "$line" deploy/README.md || echo "$line"; done)"

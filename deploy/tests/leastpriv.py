@@ -2,7 +2,7 @@
 """Least privilege, proven: runs the exporter from the unpacked image the way the DaemonSet runs it, then again
 with each granted capability taken away, and shows what each one is needed for. Run as root by deploy/test.sh:
 
-    leastpriv.py REPO_ROOT ROOTFS RENDERED.yaml REPORT.md
+    leastpriv.py REPO_ROOT ROOTFS RENDERED.yaml REPORT.md SECCOMP_PROFILE.json
 
 ROOTFS is a writable copy of the image's root filesystem; mount points are created in it (a container runtime does
 the same on the container's root), then it is mounted read-only. From the rendered DaemonSet it takes the container
@@ -14,7 +14,9 @@ args, the capability set, the volume mounts and their hostPaths, and reproduces 
     runtime gives them to a hostPID container;
   - a network namespace of its own (the pod's), the host's PID namespace (hostPID);
   - uid 0 with exactly the manifest's capabilities in the bounding, permitted and effective sets, none inheritable
-    or ambient, no_new_privs (allowPrivilegeEscalation: false) -- via setpriv, checked in /proc/<pid>/status.
+    or ambient, no_new_privs (allowPrivilegeEscalation: false) -- via setpriv, checked in /proc/<pid>/status;
+  - once more under a container runtime's default seccomp profile (seccompProfile: RuntimeDefault), through
+    deploy/tests/seccomp_exec.py.
 
 What it must see: a foreign network namespace (`ip netns add`) whose sockets belong to a process of another user
 (uid 65534) placed in a pod's cgroup, with N CLOSE_WAIT sockets and a full accept queue; a process (root, full
@@ -312,7 +314,7 @@ def descendants(parent: int) -> list[int]:
 class Exporter:
     """The exporter from the image, started as the DaemonSet starts it, with `caps` (None: all of root's)."""
 
-    def __init__(self, fx: Fixtures, rootfs: Path, tools: Path, ds: dict, caps):
+    def __init__(self, fx: Fixtures, rootfs: Path, tools: Path, ds: dict, caps, seccomp=None):
         self.fx, self.caps = fx, caps
         pod = ds["spec"]["template"]["spec"]
         c = pod["containers"][0]
@@ -364,7 +366,16 @@ class Exporter:
                     f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *nnp, "--inh-caps=-all",
                     "--ambient-caps=-all", f"--bounding-set={bounding}", "--", "/usr/bin/nodesleuth"]
         quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in priv + self.args)
-        lines.append(f'exec nsenter -t {fx.node_init} -p --net=/run/netns/{fx.netns_pod} unshare --root="$R" {quoted}')
+        launch = f'unshare --root="$R" {quoted}'
+        if seccomp:
+            # The filter is loaded here, after entering the namespaces, and inherited by the exporter. It is chosen
+            # for the exporter's capabilities plus SYS_CHROOT, which only this launcher's chroot (unshare --root)
+            # needs.
+            here = Path(__file__).resolve().parent
+            launch = (f"python3 {here / 'seccomp_exec.py'} {seccomp} {','.join((caps or []) + ['SYS_CHROOT'])} -- "
+                      + launch)
+        launch = f"nsenter -t {fx.node_init} -p --net=/run/netns/{fx.netns_pod} " + launch
+        lines.append("exec " + launch)
         self.log = open(fx.tmp / f"exporter-{secrets.token_hex(2)}.log", "w+")
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                       "\n".join(lines)], stdout=self.log, stderr=self.log,
@@ -467,6 +478,7 @@ COLUMNS = [("tcp", "tcp"), ("ipvs", "ipvs"), ("memory", "memory"), ("systemd", "
 
 def main() -> int:
     repo, rootfs, rendered, report = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+    seccomp_profile = sys.argv[5]
     docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
     ds = [d for d in docs if d["kind"] == "DaemonSet"][0]
     c = ds["spec"]["template"]["spec"]["containers"][0]
@@ -500,8 +512,8 @@ def main() -> int:
               f"madvise (root) released {fx.madvise_mib} MiB with MADV_FREE; systemd {fx.systemd_version}",
               flush=True)
 
-        def run_config(label, caps, measure=False):
-            e = Exporter(fx, rootfs, tools, ds, caps)
+        def run_config(label, caps, measure=False, seccomp=None):
+            e = Exporter(fx, rootfs, tools, ds, caps, seccomp)
             exporters.append(e)
             try:
                 st = e.status()
@@ -576,7 +588,26 @@ def main() -> int:
               f"{f_net} vs {f_full}")
         rows.append(("DaemonSet + NET_ADMIN (not granted)", f_net))
 
-        # 3. Each granted capability taken away loses something.
+        # 3. The same under the default seccomp profile of a container runtime (RuntimeDefault).
+        if ds["spec"]["template"]["spec"].get("securityContext", {}).get("seccompProfile", {}).get("type") \
+                == "RuntimeDefault":
+            f_sec, st_sec, _, _ = run_config("seccomp", granted, seccomp=seccomp_profile)
+            check("seccomp filter active on the exporter (Seccomp: 2)", st_sec.get("Seccomp") == "2", str(st_sec))
+            check("under the runtime's default seccomp profile the DaemonSet sees everything it sees without",
+                  f_sec == f_granted, f"{f_sec} vs {f_granted}")
+            rows.append(("DaemonSet under the seccomp profile", f_sec))
+            # Negative control: the same profile without `setns` must cost the netlink path, or the filter
+            # would not be reaching the exporter at all.
+            crippled = json.loads(Path(seccomp_profile).read_text())
+            for rule in crippled["syscalls"]:
+                rule["names"] = [n for n in rule["names"] if n != "setns"]
+            crippled_path = tmp / "seccomp-without-setns.json"
+            crippled_path.write_text(json.dumps(crippled))
+            f_bad, _, _, _ = run_config("seccomp without setns", granted, seccomp=crippled_path)
+            check("negative control: the profile without setns costs the netlink path (the filter is applied)",
+                  f_bad["source"] == "procfs" and f_bad["queue"].endswith("/absent"), str(f_bad))
+
+        # 4. Each granted capability taken away loses something.
         for cap in granted:
             f_less, st_less, _, _ = run_config(f"without {cap}", [x for x in granted if x != cap])
             lost = [name for key, name in COLUMNS if f_less[key] != f_granted[key]]
