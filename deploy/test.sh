@@ -12,11 +12,14 @@
 #    unpacked; only the binary and its libraries inside; `nodesleuth --version` and `relay --check-config` run
 #    chrooted in it; its size printed.
 # 4. Least privilege (deploy/tests/leastpriv.py): the exporter from that root filesystem, with the DaemonSet's
-#    mounts, args and capabilities, against a foreign network namespace, a MADV_FREE process and a real systemd;
-#    then without each capability. The capability table it prints must be the one in deploy/README.md.
+#    mounts, args and capabilities, in a simulated node (PID + network namespace), against a foreign network
+#    namespace, a MADV_FREE process and a real systemd; then with all of root's capabilities, with NET_ADMIN, under
+#    a runtime's default seccomp profile, without each capability. The capability table it prints must be the one
+#    in deploy/README.md.
 #
-# Needs: buildah, kubectl (kustomize), python3 with PyYAML and jsonschema, amtool (prometheus-alertmanager), iproute2,
-# util-linux (unshare, nsenter, setpriv), curl, cc, systemd, dbus, tar. Leaves nothing behind (trap cleanup).
+# Needs: buildah (and its golang-github-containers-common seccomp profile, libseccomp2), kubectl (kustomize), python3
+# with PyYAML and jsonschema, amtool (prometheus-alertmanager), iproute2, util-linux (unshare, nsenter, setpriv),
+# curl, cc, objcopy (binutils), systemd, dbus, tar. Leaves nothing behind (trap cleanup).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
