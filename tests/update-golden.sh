@@ -5,8 +5,9 @@
 #   python3 tests/fixtures/make_tcp_fixture.py      # only when a fixture tree itself changed;
 #   python3 tests/fixtures/make_ipvs_fixture.py     # each script rewrites its own tree
 #   python3 tests/fixtures/make_memory_fixture.py
+#   python3 tests/fixtures/make_node_fixture.py --small
 #   tests/update-golden.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-UPDATE_GOLDEN=1 cargo test -p nodesleuth --test golden --test memory_golden -- golden_metrics
+UPDATE_GOLDEN=1 cargo test -p nodesleuth --test golden --test memory_golden -- golden_metrics all_collectors_on_one_node_match_golden
 git status --short -- tests/fixtures

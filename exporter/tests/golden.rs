@@ -236,3 +236,27 @@ fn malformed_input_is_reported_not_fatal() {
         failures[0]
     );
 }
+
+/// Every collector on at once on one node (tests/fixtures/node, `make_node_fixture.py --small`): the whole
+/// exposition compared in order with one golden file, as node_exporter's end-to-end test does. Catches a collector
+/// that writes another's series, families that interleave, and any change in order or spelling.
+#[test]
+fn all_collectors_on_one_node_match_golden() {
+    let root = fixture_root("node");
+    let args = [
+        format!("--path.procfs={}", root.join("proc").display()),
+        format!("--path.rootfs={}", root.display()),
+        format!("--path.pod-logs={}", root.join("var/log/pods").display()),
+        format!("--path.container-logs={}", root.join("var/log/containers").display()),
+        "--collector.tcp.source=procfs".to_string(),
+        // No D-Bus on a fixture node: the systemd collector reports its source absent.
+        format!("--collector.systemd.address=unix:path={}/no/system_bus_socket", root.display()),
+    ];
+    let exporter = Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = util::normalize(&exporter.scrape());
+    util::assert_golden(&text, &root.join("metrics.golden"));
+    for collector in ["tcp", "ipvs", "memory", "systemd"] {
+        assert_eq!(sample(&text, "nodesleuth_scrape_collector_success", &[("collector", collector)]), Some(1.0));
+    }
+    assert_eq!(sample(&text, "nodesleuth_collector_source_present", &[("collector", "systemd")]), Some(0.0));
+}
