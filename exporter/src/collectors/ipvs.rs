@@ -22,14 +22,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use nodesleuth_parse::genl;
 use nodesleuth_parse::ipvs::{self, ConnState, Connection, Protocol, VirtualService};
 
 use crate::metrics::Sink;
-use crate::netns;
 use crate::procfs;
 use crate::registry::{CollectError, Collector, ScrapeContext};
 use crate::sockets::{SocketScanner, canonical_socket as canonical_addr};
@@ -461,7 +459,7 @@ impl IpvsCollector {
             udp: self.args.timeout_udp,
             source: "flag",
         };
-        match read_kernel_timeouts(host_ns) {
+        match crate::genl::ipvs_timeouts(host_ns) {
             Ok(t) => Timeouts { tcp: t.tcp, tcp_fin: t.tcp_fin, udp: t.udp, source: "netlink" },
             Err(e) => {
                 tracing::debug!(error = %e, "ipvs: timeouts not readable over netlink, using flags");
@@ -469,20 +467,6 @@ impl IpvsCollector {
             }
         }
     }
-}
-
-fn read_kernel_timeouts(host_ns: &Path) -> Result<genl::IpvsTimeouts, String> {
-    let paths: Vec<PathBuf> = vec![host_ns.to_path_buf()];
-    let sock = netns::sockets_in(&paths, libc::AF_NETLINK, libc::SOCK_RAW, genl::NETLINK_GENERIC)
-        .pop()
-        .ok_or("no socket")?
-        .map_err(|e| format!("netlink socket in host namespace: {e}"))?;
-    let reply = crate::sock_diag::roundtrip(&sock, &genl::get_family_request(genl::IPVS_GENL_NAME, 1))
-        .map_err(|e| e.to_string())?;
-    let family = genl::parse_family_id(&reply).map_err(|e| format!("IPVS generic netlink family: {e}"))?;
-    let reply =
-        crate::sock_diag::roundtrip(&sock, &genl::ipvs_get_config_request(family, 2)).map_err(|e| e.to_string())?;
-    genl::parse_ipvs_config(&reply).map_err(|e| format!("IPVS_CMD_GET_CONFIG: {e}"))
 }
 
 /// The `protocol` label value: the kernel's name in lower case (`tcp`, `udp`, `sctp`), as in the timeout series,
