@@ -21,7 +21,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-DIST = HERE / "dist"
 
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x save this; newer Grafana migrates it up on load, older ones cannot read newer
 TAGS = ["nodesleuth"]
@@ -126,7 +125,7 @@ def timeseries(title, desc, targets, unit, w=12, h=8, stack=False, thresh=None, 
     return _panel("timeseries", title, desc, targets, unit, w, h, custom=custom, options=options, **kw)
 
 
-def stat(title, desc, targets, unit, thresh, w=4, h=5, graph=False, **kw):
+def stat(title, desc, targets, unit, thresh, w=4, h=6, graph=False, **kw):
     options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                "colorMode": "background", "graphMode": "area" if graph else "none", "textMode": "auto",
                "orientation": "auto", "justifyMode": "auto", "wideLayout": True}
@@ -326,8 +325,8 @@ def overview(ctx):
                    "leak; the dashed line is the alert threshold.",
                    [Target(f"topk(10, sum by (instance, {CW_GROUP}) "
                            f"({sel('nodesleuth_tcp_close_wait_sockets', POD)}))",
-                           "{{namespace}}/{{pod}} {{process}} :{{local_port}} ({{instance}})")],
-                   "short", w=20, h=5, thresh=red_at(cw["value"]), links=[tcp_l]),
+                           "{{namespace}}/{{pod}}/{{container}} {{process}} :{{local_port}} ({{instance}})")],
+                   "short", w=20, h=6, thresh=red_at(cw["value"]), links=[tcp_l]),
         row("Full accept queues"),
         stat("Fullest accept queue",
              "The highest accept-queue length / limit of any listener (netlink source only; the procfs source "
@@ -342,7 +341,7 @@ def overview(ctx):
                    [Target(f"topk(10, {sel('nodesleuth_tcp_listen_queue_length', POD)} / "
                            f"{sel('nodesleuth_tcp_listen_queue_limit', POD)})",
                            "{{namespace}}/{{pod}} :{{local_port}} ({{instance}})")],
-                   "percentunit", w=20, h=5, thresh=red_at(aq["value"]), min=0, links=[tcp_l]),
+                   "percentunit", w=20, h=6, thresh=red_at(aq["value"]), min=0, links=[tcp_l]),
         row("Client connections IPVS forgot"),
         stat("Orphaned IPVS client connections",
              "ESTABLISHED client sockets to a Service VIP that IPVS has no entry for. Any is red "
@@ -362,7 +361,7 @@ def overview(ctx):
                    [Target(f"sum by (instance, namespace, pod, virtual_address, virtual_port) "
                            f"({sel('nodesleuth_ipvs_orphaned_connections', POD)})",
                            "{{namespace}}/{{pod}} → {{virtual_address}}:{{virtual_port}}")],
-                   "short", w=16, h=5, links=[ipvs_l]),
+                   "short", w=16, h=6, links=[ipvs_l]),
         row("Memory retained by MADV_FREE (LazyFree)"),
         stat("LazyFree-dominated groups",
              f"Process groups (namespace, pod, container, process) whose LazyFree is at least "
@@ -378,7 +377,7 @@ def overview(ctx):
                            f"({sel('nodesleuth_process_lazyfree_bytes', POD)}) / sum by (instance, namespace, pod, "
                            f"container, process) ({sel('nodesleuth_process_resident_memory_bytes', POD)}) > 0)",
                            "{{namespace}}/{{pod}}/{{container}} {{process}}")],
-                   "percentunit", w=20, h=5, thresh=red_at(lf["value"]), min=0, max=1, links=[mem_l]),
+                   "percentunit", w=20, h=6, thresh=red_at(lf["value"]), min=0, max=1, links=[mem_l]),
         row("systemd and D-Bus"),
         stat("systemd cookie headroom",
              f"Days until systemd's D-Bus reply serial (its 32-bit message cookie) reaches 2^32 at the rate of the "
@@ -429,7 +428,7 @@ def overview(ctx):
                    "about to fail.",
                    [Target(f"max by (collector) ({sel('nodesleuth_scrape_collector_duration_seconds')})",
                            "{{collector}} (slowest node)")],
-                   "s", w=8, h=5, min=0),
+                   "s", w=8, h=6, min=0),
         table("Collectors",
               "Per node and collector: success (1 ok, 0 failing) and whether its source exists on the node "
               "(0: no IPVS loaded / no D-Bus socket, which is not a failure).",
@@ -437,7 +436,7 @@ def overview(ctx):
                       instant=True, fmt="table"),
                Target(f"min by (instance, collector) ({sel('nodesleuth_collector_source_present')})",
                       instant=True, fmt="table")],
-              "short", w=8, h=5, rename={"Value #A": "success", "Value #B": "source present"}),
+              "short", w=8, h=6, rename={"Value #A": "success", "Value #B": "source present"}),
     ]
     return dashboard("nodesleuth-overview", "nodesleuth / node failure modes",
                      "One row per node failure mode nodesleuth detects; each row opens with a stat that turns red "
@@ -807,11 +806,79 @@ def systemd(ctx):
                      ["systemd"], items, variables(None, ctx.multi_cluster, ctx.runbook_base))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Text picture of each dashboard, rendered from the generated JSON (no Grafana can run where this is built)
+
+COL = 4  # characters per grid column
+
+
+def ascii_layout(d):
+    panels = d["panels"]
+    cuts = sorted({p["gridPos"]["y"] for p in panels} | {p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels})
+    rows_at = {p["gridPos"]["y"] for p in panels if p["type"] == "row"}
+    line = {cuts[0]: 0}
+    for a, b in zip(cuts, cuts[1:]):
+        line[b] = line[a] + (1 if a in rows_at and b == a + 1 else max(3, -(-(b - a) * 3 // 5)))
+    width = 24 * COL + 1
+    canvas = [[" "] * width for _ in range(line[cuts[-1]] + 1)]
+
+    def put(y, x, text, limit):
+        for i, ch in enumerate(text[:limit]):
+            canvas[y][x + i] = ch
+
+    for p in panels:
+        g = p["gridPos"]
+        x0, x1 = g["x"] * COL, (g["x"] + g["w"]) * COL
+        y0, y1 = line[g["y"]], line[g["y"] + g["h"]]
+        if p["type"] == "row":
+            put(y0, 0, f"== {p['title']} ".ljust(width, "="), width)
+            continue
+        for x in range(x0, x1 + 1):
+            for y in (y0, y1):
+                canvas[y][x] = "+" if x in (x0, x1) else ("-" if canvas[y][x] in " -" else canvas[y][x])
+        for y in range(y0 + 1, y1):
+            canvas[y][x0] = canvas[y][x1] = "|"
+        inner = x1 - x0 - 2
+        words, lines_, cur = p["title"].split(), [], ""
+        for w in words:
+            if cur and len(cur) + 1 + len(w) > inner:
+                lines_.append(cur)
+                cur = w
+            else:
+                cur = f"{cur} {w}".strip()
+        lines_.append(cur)
+        lines_.append(f"[{p['type']}, {p['fieldConfig']['defaults']['unit']}]")
+        avail = y1 - y0 - 1
+        if len(lines_) > avail:
+            lines_ = lines_[:avail - 1] + [lines_[-1]]
+        for i, text in enumerate(lines_):
+            put(y0 + 1 + i, x0 + 1, text, inner)
+    return "\n".join("".join(r).rstrip() for r in canvas)
+
+
+def layout_md(texts):
+    out = ["# nodesleuth dashboards: panel layout", "",
+           "Generated by `python3 dashboards/generate.py` from the JSON in `dist/` (do not edit). Each box is a "
+           "panel at its grid position (24 columns, 4 characters each; heights compressed), with its type and "
+           "unit; `==` lines are rows. No Grafana runs where this project is built and tested, so this is the "
+           "picture instead of a screenshot.", ""]
+    for name, text in texts.items():
+        d = json.loads(text)
+        n = sum(1 for p in d["panels"] if p["type"] != "row")
+        out += [f"## {d['title']}", "", f"`dist/{name}.json`, uid `{d['uid']}`, {n} panels.", "", "```",
+                ascii_layout(d), "```", ""]
+    return "\n".join(out)
+
+
 DASHBOARDS = {"overview": overview, "tcp": tcp, "ipvs": ipvs, "memory": memory, "systemd": systemd}
 
 
 def render(ctx):
-    return {name: json.dumps(fn(ctx), indent=2, ensure_ascii=False) + "\n" for name, fn in DASHBOARDS.items()}
+    """{relative path under dashboards/: text}"""
+    texts = {name: json.dumps(fn(ctx), indent=2, ensure_ascii=False) + "\n" for name, fn in DASHBOARDS.items()}
+    out = {f"dist/{name}.json": text for name, text in texts.items()}
+    out["LAYOUT.md"] = layout_md(texts)
+    return out
 
 
 def main(argv=None):
@@ -819,25 +886,24 @@ def main(argv=None):
     ap.add_argument("--runbook-base-url", default=f"{repo_url()}/blob/main/docs/runbooks",
                     help="where docs/runbooks/<AlertName>.md is served (default: the repository's)")
     ap.add_argument("--multi-cluster", action="store_true", help="show the cluster variable")
-    ap.add_argument("--out", type=Path, default=DIST, help="output directory (default dashboards/dist)")
+    ap.add_argument("--out", type=Path, default=HERE, help="directory holding dist/ and LAYOUT.md (default dashboards/)")
     ap.add_argument("--check", action="store_true", help="compare with --out instead of writing")
     ctx = ap.parse_args(argv)
     ctx.runbook_base = ctx.runbook_base_url.rstrip("/")
     out = render(ctx)
+    present = {f"dist/{p.name}" for p in (ctx.out / "dist").glob("*.json")}
     if ctx.check:
-        stale = [n for n, text in out.items() if not (ctx.out / f"{n}.json").is_file()
-                 or (ctx.out / f"{n}.json").read_text() != text]
-        extra = sorted(p.name for p in ctx.out.glob("*.json") if p.stem not in out)
+        stale = sorted(n for n, text in out.items() if not (ctx.out / n).is_file() or (ctx.out / n).read_text() != text)
+        extra = sorted(present - set(out))
         if stale or extra:
-            print(f"dashboards out of date: {stale + extra}; run python3 dashboards/generate.py", file=sys.stderr)
+            print(f"out of date: {stale + extra}; run python3 dashboards/generate.py", file=sys.stderr)
             return 1
         return 0
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    (ctx.out / "dist").mkdir(parents=True, exist_ok=True)
     for name, text in out.items():
-        (ctx.out / f"{name}.json").write_text(text)
-    for p in ctx.out.glob("*.json"):
-        if p.stem not in out:
-            p.unlink()
+        (ctx.out / name).write_text(text)
+    for extra in present - set(out):
+        (ctx.out / extra).unlink()
     return 0
 
 
