@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""Tests of nodesleuth's Grafana dashboards (run by dashboards/test.sh, as root).
+
+static: dist/ and LAYOUT.md equal a fresh generation; every dashboard validates against the copied Grafana schema
+        and passes lint.py; each lint check is shown to fail on a broken copy; the overview's thresholds equal the
+        rule library's (rules/dist/nodesleuth.rules.yaml, when the rule library is in this tree).
+live:   a real Prometheus 2.42 scrapes every second two real nodesleuth exporters (one on the IPVS fixture tree, one
+        on this machine's /proc with real CLOSE_WAIT sockets and a full accept queue in a network namespace and a
+        MADV_FREE hog) and a real node_exporter; then every panel target is sent to the HTTP API with its template
+        variables substituted as Grafana would, once with every variable at "All" and once with concrete values
+        taken from the variables' own queries. Every query must parse; the panels of the areas made real must
+        return series (except the listed ones, which must really be empty), and key panels must show the values
+        the test created.
+"""
+import atexit
+import ctypes  # noqa: F401  (used by the helper source below, kept here so a missing module fails early)
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import lint
+
+TESTS = Path(__file__).resolve().parent
+DASH = TESTS.parent
+REPO = DASH.parent
+sys.path.insert(0, str(DASH))
+import generate  # noqa: E402
+
+PASSED, FAILED = [], []
+
+
+def check(name, ok, detail=""):
+    (PASSED if ok else FAILED).append(name)
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok or not detail else f"\n     {detail}"))
+    return ok
+
+
+def load_dist(root=DASH):
+    return {p.stem: json.loads(p.read_text()) for p in sorted((root / "dist").glob("*.json"))}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# static
+
+
+def static():
+    r = subprocess.run([sys.executable, str(DASH / "generate.py"), "--check"], capture_output=True, text=True)
+    check("dist/ and LAYOUT.md equal a fresh generation", r.returncode == 0, r.stderr.strip())
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(DASH / "dist", Path(tmp) / "dist")
+        shutil.copy(DASH / "LAYOUT.md", Path(tmp) / "LAYOUT.md")
+        f = Path(tmp) / "dist" / "tcp.json"
+        f.write_text(f.read_text().replace("CLOSE_WAIT over time", "CLOSE_WAIT over thyme"))
+        r = subprocess.run([sys.executable, str(DASH / "generate.py"), "--check", "--out", tmp],
+                           capture_output=True, text=True)
+        check("--check fails on a hand-edited dist file", r.returncode == 1 and "dist/tcp.json" in r.stderr, r.stderr)
+
+    ds = load_dist()
+    check("five dashboards: overview, tcp, ipvs, memory, systemd",
+          sorted(ds) == ["ipvs", "memory", "overview", "systemd", "tcp"], sorted(ds))
+    errs = lint.lint_all(ds)
+    check(f"schema + lint clean ({sum(len(list(lint.panels_of(d))) for d in ds.values())} panels)", not errs,
+          "\n     ".join(errs[:30]))
+
+    # every lint check must be able to fail
+    def mutated(fn):
+        copy = json.loads(json.dumps(ds))
+        fn(copy)
+        return lint.lint_all(copy)
+
+    def first_panel(d, title=None):
+        return next(p for p in lint.panels_of(d) if title is None or p["title"] == title)
+
+    def set_expr(c, expr):
+        first_panel(c["tcp"])["targets"][0]["expr"] = expr
+
+    cases = [
+        ("hard-coded datasource UID", "hard-coded datasource",
+         lambda c: first_panel(c["ipvs"]).update(datasource={"type": "prometheus", "uid": "P1809F7CD0C75ACF3"})),
+        ("datasource by name", "hard-coded datasource",
+         lambda c: first_panel(c["ipvs"])["targets"][0].update(datasource="Prometheus")),
+        ("panel without unit", "no unit", lambda c: first_panel(c["memory"])["fieldConfig"]["defaults"].pop("unit")),
+        ("panel without description", "no description", lambda c: first_panel(c["systemd"]).update(description="")),
+        ("metric the exporter does not export (v1's nodesleuth_tcp_scan_source)", "not exported by nodesleuth",
+         lambda c: set_expr(c, 'sum(nodesleuth_tcp_scan_source{instance=~"$instance"})')),
+        ("metric of an unknown exporter", "neither nodesleuth's", lambda c: set_expr(c, "rate(foo_errors_total[5m])")),
+        ("undefined variable", "undefined variable $node",
+         lambda c: set_expr(c, 'nodesleuth_tcp_sockets{instance=~"$node"}')),
+        ("unknown PromQL function", "unknown PromQL function", lambda c: set_expr(c, "rated(nodesleuth_tcp_sockets[5m])")),
+        ("legend that does not name the pod", "does not name pod",
+         lambda c: first_panel(c["tcp"])["targets"][0].update(legendFormat="{{state}}")),
+        ("duplicate uid", "also used by", lambda c: c["tcp"].update(uid="nodesleuth-ipvs")),
+        ("uid without prefix", "must start with nodesleuth-", lambda c: c["tcp"].update(uid="tcp-dashboard")),
+        ("schema violation (panel 30 columns wide)", "schema:",
+         lambda c: first_panel(c["tcp"])["gridPos"].update(w=30)),
+        ("overlapping panels", "overlap", lambda c: c["tcp"]["panels"][2]["gridPos"].update(x=6)),
+        ("variable query on a metric nodesleuth does not export", "does not read an exported metric",
+         lambda c: c["tcp"]["templating"]["list"][3].update(query="label_values(node_uname_info, instance)")),
+    ]
+    for label, want, fn in cases:
+        got = mutated(fn)
+        check(f"lint catches: {label}", any(want in e for e in got), f"wanted {want!r}, got {got[:5]}")
+
+    rules_thresholds()
+
+
+def rules_thresholds():
+    """The overview's thresholds are the alerts' (rules/dist/nodesleuth.rules.yaml, once the rule library is here)."""
+    path = REPO / "rules" / "dist" / "nodesleuth.rules.yaml"
+    if not (REPO / "rules").is_dir():
+        print(f"note: {path.relative_to(REPO)} is not in this tree: thresholds not cross-checked (see README)")
+        return
+    import yaml
+    check("rule library rendered (rules/dist/nodesleuth.rules.yaml exists)", path.is_file())
+    if not path.is_file():
+        return
+    doc = yaml.safe_load(path.read_text())
+    groups = doc.get("groups") or doc.get("spec", {}).get("groups", [])
+    rules = {r["alert"]: r for g in groups for r in g.get("rules", []) if "alert" in r}
+    for alert, spec in generate.ALERTS.items():
+        r = rules.get(alert)
+        if not check(f"alert {alert} exists in the rule library", r is not None, sorted(rules)):
+            continue
+        consts = rule_constants(r["expr"])
+        for key in ("value", "min_bytes"):
+            if key in spec:
+                check(f"{alert}: threshold {key}={spec[key]} is in its expression", spec[key] in consts,
+                      f"{r['expr']!r} has {sorted(consts)}")
+
+
+def rule_constants(expr):
+    """Numbers an alert expression compares with, with products like 30 * 86400 and 1024^3 folded."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    e = re.sub(r"\[[^\]]*\]", " ", e)
+    nums = set()
+    for m in re.finditer(r"(?<![A-Za-z_0-9.])(\d+(?:\.\d+)?(?:e[+-]?\d+)?)((?:\s*[*^]\s*\d+(?:\.\d+)?)*)", e):
+        v = float(m.group(1))
+        for op, n in re.findall(r"([*^])\s*(\d+(?:\.\d+)?)", m.group(2)):
+            v = v * float(n) if op == "*" else v ** float(n)
+        nums.add(v)
+        nums.add(float(m.group(1)))
+        if v % 86400 == 0:
+            nums.add(v / 86400)  # a horizon in seconds = days
+    return nums
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# live
+
+CHILDREN, NETNS = [], []
+
+
+def cleanup():
+    for p in reversed(CHILDREN):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    CHILDREN.clear()
+    for ns in NETNS:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    NETNS.clear()
+
+
+atexit.register(cleanup)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args, log, **kw):
+    p = subprocess.Popen(args, stdout=kw.pop("stdout", open(log, "w")), stderr=subprocess.STDOUT, **kw)
+    CHILDREN.append(p)
+    return p
+
+
+def http_get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def wait_http(url, proc, what, bound=30):
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            return http_get(url, timeout=2)
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{what} did not answer {url} within {bound} s")
+
+
+# Runs inside the test's network namespace: CLOSE_WAIT sockets held by a process named cw-leaker on port 8080 (the
+# peers closed, it never does) and a listener on 9090 that never accepts, its queue over its backlog of 2.
+NETNS_HELPER = r"""
+import ctypes, socket, sys, time
+ctypes.CDLL(None).prctl(15, b"cw-leaker", 0, 0, 0)
+n = int(sys.argv[1])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 8080))
+srv.listen(512)
+held = []
+for _ in range(n):
+    c = socket.create_connection(("127.0.0.1", 8080))
+    s, _ = srv.accept()
+    held.append(s)
+    c.close()
+q = socket.socket()
+q.bind(("127.0.0.1", 9090))
+q.listen(2)
+waiting = []
+for _ in range(3):
+    c = socket.socket()
+    c.setblocking(False)
+    c.connect_ex(("127.0.0.1", 9090))
+    waiting.append(c)
+time.sleep(0.5)
+print("READY", flush=True)
+sys.stdin.read()
+"""
+
+CLOSE_WAIT_SOCKETS = generate.ALERTS["NodesleuthTCPCloseWaitPileUp"]["value"] + 20
+HOG_MIB = (generate.ALERTS["NodesleuthGoMadvFreeRetention"]["min_bytes"] >> 20) + 64
+SCRAPE = 1  # seconds
+WINDOW = 20  # seconds of range queried
+
+# Panels of the made-real areas that must be empty here, with the reason (checked: if one returns data, the list is
+# stale and the test fails). The systemd dashboard is not made real (no system D-Bus here): its queries must parse.
+EXPECTED_EMPTY = {
+    ("overview", "systemd cookie headroom"): "no D-Bus here: no reply serial",
+    ("overview", "systemd not answering"): "no D-Bus: systemd_up 0 and dbus_up 0, not a hung PID 1",
+    ("overview", "D-Bus down"): "no D-Bus socket: source not present, which is not down",
+    ("overview", "Reply serial used"): "no D-Bus here: no reply serial",
+    ("overview", "Leaked libcontainer slices"): "no D-Bus here: no unit counts",
+    ("overview", "Failing collectors"): "every collector succeeds",
+    ("memory", "Swap per container"): "this machine has no swap",
+}
+NOT_MADE_REAL = {"systemd"}
+
+
+def bin_path():
+    b = os.environ.get("NODESLEUTH_BIN") or str(REPO / "target/release/nodesleuth")
+    if not os.access(b, os.X_OK):
+        raise SystemExit(f"exporter binary {b} missing: build it (cargo build --release) or set NODESLEUTH_BIN")
+    return b
+
+
+def start_world(tmp):
+    nb = bin_path()
+    fx = REPO / "tests/fixtures/ipvs"
+    p_fx, p_live, p_node, p_prom = free_port(), free_port(), free_port(), free_port()
+
+    # real CLOSE_WAIT and a full accept queue in a network namespace of our own
+    ns = f"nsdash{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    NETNS.append(ns)
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    helper = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", NETNS_HELPER, str(CLOSE_WAIT_SOCKETS)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    CHILDREN.append(helper)
+    if helper.stdout.readline().strip() != "READY":
+        raise SystemExit("netns helper did not get ready")
+
+    # a MADV_FREE hog: memory released with MADV_FREE stays in RSS as LazyFree
+    hog = tmp / "lazyhog"
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(hog), str(REPO / "exporter/tests/helpers/madvise.c")],
+                   check=True)
+    h = subprocess.Popen([str(hog), "free", str(HOG_MIB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    CHILDREN.append(h)
+    assert h.stdout.readline().strip() == "TOUCHED"
+    h.stdin.write("go\n")
+    h.stdin.flush()
+    assert h.stdout.readline().strip() == "RELEASED"
+
+    fixture = spawn([nb, f"--web.listen-address=127.0.0.1:{p_fx}", f"--path.procfs={fx}/proc", f"--path.rootfs={fx}",
+                     f"--path.pod-logs={fx}/var/log/pods", f"--path.container-logs={fx}/var/log/containers",
+                     "--no-collector.memory", "--no-collector.systemd", "--collector.ipvs.backend-metrics=true"],
+                    tmp / "exporter-fixture.log")
+    live = spawn([nb, f"--web.listen-address=127.0.0.1:{p_live}"], tmp / "exporter-live.log")
+    node = spawn(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{p_node}",
+                  "--collector.disable-defaults", "--collector.netstat"], tmp / "node-exporter.log")
+    metrics = {}
+    for proc, port, what in ((fixture, p_fx, "exporter (IPVS fixture)"), (live, p_live, "exporter (live /proc)"),
+                             (node, p_node, "node_exporter")):
+        metrics[what] = wait_http(f"http://127.0.0.1:{port}/metrics", proc, what)
+
+    (tmp / "prometheus.yml").write_text(
+        f"global: {{scrape_interval: {SCRAPE}s, scrape_timeout: {SCRAPE}s, evaluation_interval: {SCRAPE}s}}\n"
+        "scrape_configs:\n"
+        f"  - job_name: nodesleuth\n    static_configs: [{{targets: ['127.0.0.1:{p_fx}', '127.0.0.1:{p_live}']}}]\n"
+        f"  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{p_node}']}}]\n")
+    prom = spawn(["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
+                  f"--web.listen-address=127.0.0.1:{p_prom}", "--log.level=warn"], tmp / "prometheus.log")
+    base = f"http://127.0.0.1:{p_prom}"
+    wait_http(base + "/-/ready", prom, "prometheus")
+    return base, metrics, {"fixture": f"127.0.0.1:{p_fx}", "live": f"127.0.0.1:{p_live}"}
+
+
+def api(base, path, **params):
+    url = f"{base}/api/v1/{path}?" + urllib.parse.urlencode(params, doseq=True)
+    try:
+        body = json.loads(http_get(url))
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read().decode())
+    return body
+
+
+def grafana_regex_escape(v):
+    # Grafana's Prometheus data source escapes regex metacharacters of multi-value selections and doubles the
+    # backslash for the PromQL string literal.
+    return re.sub(r"([\\$^*{}\[\]'+?.()|])", r"\\\\\1", v)
+
+
+def format_multi(values):
+    esc = [grafana_regex_escape(v) for v in values]
+    return esc[0] if len(esc) == 1 else "(" + "|".join(esc) + ")"
+
+
+def substitute(text, values):
+    builtins = {"__rate_interval": f"{4 * SCRAPE}s", "__interval": f"{SCRAPE}s", "__interval_ms": str(SCRAPE * 1000),
+                "__range": f"{WINDOW}s", "__range_s": str(WINDOW), "__range_ms": str(WINDOW * 1000)}
+
+    def rep(m):
+        name = next(g for g in m.groups() if g)
+        if name in builtins:
+            return builtins[name]
+        if name not in values:
+            raise KeyError(f"no value for ${name}")
+        return values[name]
+    return lint.VAR_RE.sub(rep, text)
+
+
+def variable_values(base, d, concrete):
+    """Values as Grafana would set them: every multi variable at All (`.*`), or concrete values from its query."""
+    values, queries, now = {}, 0, time.time()
+    for v in d["templating"]["list"]:
+        if v["type"] == "datasource":
+            continue
+        if v["type"] == "constant":
+            values[v["name"]] = v["query"]
+            continue
+        m = re.fullmatch(r"label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)", v["query"])
+        assert m, v["query"]
+        body = api(base, f"label/{m.group(2)}/values", **{"match[]": substitute(m.group(1), values),
+                                                           "start": now - WINDOW, "end": now})
+        queries += 1
+        check(f"{d['uid']}: variable {v['name']} query runs", body.get("status") == "success", body)
+        found = sorted(body.get("data") or [])
+        if v.get("regex"):
+            rx = re.compile(v["regex"].strip("/").replace("(?<", "(?P<"))
+            found = sorted({mm.group("value") for mm in map(rx.match, found) if mm})
+        if not v.get("multi") and not v.get("includeAll"):
+            values[v["name"]] = found[0] if found else ""
+        elif concrete and found:
+            values[v["name"]] = format_multi(found[:2])
+        else:
+            values[v["name"]] = v.get("allValue", ".*")
+    return values, queries
+
+
+def run_queries(base, ds, concrete):
+    """Sends every target; returns {(dashboard, panel title): [has data per target]}, counts."""
+    results, n_q, n_data, var_q = {}, 0, 0, 0
+    now = time.time()
+    for name, d in ds.items():
+        values, vq = variable_values(base, d, concrete)
+        var_q += vq
+        for p in lint.panels_of(d):
+            for t in p["targets"]:
+                expr = substitute(t["expr"], values)
+                if t.get("instant"):
+                    body = api(base, "query", query=expr, time=now)
+                else:
+                    body = api(base, "query_range", query=expr, start=now - WINDOW, end=now, step=SCRAPE)
+                n_q += 1
+                ok = body.get("status") == "success"
+                if not ok:
+                    check(f"{name} / {p['title']}: query parses and runs", False, f"{expr}\n     {body.get('error')}")
+                data = ok and (body["data"]["resultType"] == "scalar" or len(body["data"]["result"]) > 0)
+                n_data += bool(data)
+                results.setdefault((name, p["title"]), []).append((data, body if ok else None, expr))
+    return results, n_q, n_data, var_q
+
+
+def value_of(results, key, pick=max):
+    vals = []
+    for data, body, _ in results[key]:
+        if not data:
+            continue
+        for s in body["data"]["result"]:
+            if "values" in s:
+                vals += [float(v[1]) for v in s["values"]]
+            else:
+                vals.append(float(s["value"][1]))
+    return pick(vals) if vals else None
+
+
+def rows_of(results, key):
+    out = []
+    for data, body, _ in results[key]:
+        if data and body["data"]["resultType"] == "vector":
+            out += [dict(s["metric"], __value=float(s["value"][1])) for s in body["data"]["result"]]
+    return out
+
+
+def live():
+    ds = load_dist()
+    tmp = Path(tempfile.mkdtemp(prefix="nodesleuth-dash-"))
+    try:
+        base, metrics, inst = start_world(tmp)
+        # the contract against the real exporter: every nodesleuth_ metric the dashboards use is exported, except the
+        # systemd/D-Bus details (no system bus here)
+        seen = set()
+        for text in metrics.values():
+            seen |= set(re.findall(r"^(?:# (?:HELP|TYPE) )?([a-zA-Z_:][a-zA-Z0-9_:]*)", text, re.M))
+        used = set()
+        for d in ds.values():
+            for _, t in lint.targets_of(d):
+                used |= lint.metric_names(t["expr"])[0]
+        nodesleuth_used = sorted(n for n in used if n.startswith("nodesleuth_"))
+        missing = [n for n in nodesleuth_used if n not in seen
+                   and not re.match(r"nodesleuth_(systemd|dbus)_(?!up$)", n)]
+        check(f"{len(nodesleuth_used)} nodesleuth metrics used by the dashboards are in the real exporters' output",
+              not missing, f"missing: {missing}")
+
+        # a few points of every series
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            body = api(base, "query", query="min(count_over_time(nodesleuth_build_info[1m]))")
+            r = body.get("data", {}).get("result", [])
+            up = api(base, "query", query="count(up == 1)").get("data", {}).get("result", [])
+            if r and float(r[0]["value"][1]) >= 8 and up and float(up[0]["value"][1]) == 3:
+                break
+            time.sleep(1)
+        else:
+            raise SystemExit("Prometheus did not get 8 scrapes of all three targets within 60 s")
+        time.sleep(2 * SCRAPE)
+
+        n_panels = sum(len(list(lint.panels_of(d))) for d in ds.values())
+        res, n_q, n_data, var_q = run_queries(base, ds, concrete=False)
+        check(f"pass 1 (variables at All): all {n_q} queries parse", all(
+            r[1] is not None for v in res.values() for r in v))
+        for key, tr in sorted(res.items()):
+            name, title = key
+            has = any(d for d, _, _ in tr)
+            if name in NOT_MADE_REAL:
+                continue
+            if key in EXPECTED_EMPTY:
+                check(f"{name} / {title}: empty here ({EXPECTED_EMPTY[key]})", not has,
+                      "returns data now: remove it from EXPECTED_EMPTY")
+            else:
+                check(f"{name} / {title}: returns series", has, "; ".join(e for _, _, e in tr))
+
+        # the values the test created show where they should
+        cw = value_of(res, ("overview", "Largest CLOSE_WAIT group"))
+        check(f"overview: largest CLOSE_WAIT group = {cw} >= {CLOSE_WAIT_SOCKETS} (red)",
+              cw is not None and cw >= CLOSE_WAIT_SOCKETS)
+        rows = rows_of(res, ("tcp", "CLOSE_WAIT groups now (top 20)"))
+        leak = [r for r in rows if r.get("process") == "cw-leaker" and r.get("local_port") == "8080"]
+        check("tcp: the CLOSE_WAIT table names process cw-leaker on port 8080 with its sockets",
+              leak and leak[0]["__value"] >= CLOSE_WAIT_SOCKETS, rows[:3])
+        aq = value_of(res, ("overview", "Fullest accept queue"))
+        check(f"overview: fullest accept queue = {aq} >= 100% (red)", aq is not None and aq >= 1)
+        orph = value_of(res, ("overview", "Orphaned IPVS client connections"))
+        check(f"overview: orphaned IPVS client connections = {orph} (fixture: 2)", orph == 2)
+        rows = rows_of(res, ("ipvs", "Client connections to VIPs now"))
+        check("ipvs: client table names pod report-job-x1 and VIP 10.96.0.1:443",
+              any(r.get("pod") == "report-job-x1" and r.get("virtual_address") == "10.96.0.1" for r in rows), rows)
+        lf = value_of(res, ("overview", "LazyFree-dominated groups"))
+        check(f"overview: LazyFree-dominated groups = {lf} >= 1 (the {HOG_MIB} MiB MADV_FREE hog)", lf is not None
+              and lf >= 1)
+        rows = rows_of(res, ("memory", "LazyFree share per group"))
+        hog = [r for r in rows if r.get("process") == "lazyhog"]
+        check("memory: the LazyFree table has the hog with >= 90% of its RSS in LazyFree",
+              any(r["__value"] >= 0.9 and r["__value"] <= 1 for r in hog), hog)
+        rows = rows_of(res, ("memory", "Go runtimes and madvdontneed"))
+        check("memory: Go runtimes table lists Prometheus (a Go binary) with a go_version",
+              any(r.get("process", "").startswith("prometheus") and r.get("go_version", "").startswith("go")
+                  for r in rows), rows[:3])
+        print(f"pass 1: {len(ds)} dashboards, {n_panels} panels, {n_q} queries checked, {n_data} returned data, "
+              f"{var_q} variable queries")
+
+        res2, n_q2, n_data2, var_q2 = run_queries(base, ds, concrete=True)
+        check(f"pass 2 (concrete multi-value selections): all {n_q2} queries parse",
+              all(r[1] is not None for v in res2.values() for r in v))
+        print(f"pass 2: {n_q2} queries checked, {n_data2} returned data, {var_q2} variable queries")
+        print(f"SUMMARY dashboards={len(ds)} panels={n_panels} queries_checked={n_q + n_q2} "
+              f"returned_data={n_data + n_data2}")
+    except BaseException:
+        for log in sorted(tmp.glob("*.log")):
+            print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+        raise
+    finally:
+        cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    what = sys.argv[1:] or ["static", "live"]
+    if "static" in what:
+        static()
+    if "live" in what:
+        live()
+    print(f"{len(PASSED)} passed, {len(FAILED)} failed")
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
