@@ -16,7 +16,6 @@ table ALERTS below, checked against the rule library's rendered rules by dashboa
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -26,25 +25,35 @@ SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x save this; newer Grafana migrates it 
 TAGS = ["nodesleuth"]
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Alert thresholds shared with the rule library (rules/). One entry per alert the overview shows; `value` is the
-# number the alert compares with, `runbook` its page under the runbook base URL.
+# Alert thresholds shared with the rule library (rules/, written in parallel): the same keys and default values as
+# its rules/dist/defaults.toml `[alerts.<name>]` tables, cross-checked against that file and the rendered rules by
+# dashboards/tests/test_dashboards.py. Alerts without parameters compare with a fixed condition (> 0, == 0, length
+# >= limit) and are listed so that their runbooks are linked and their existence checked.
 ALERTS = {
-    "NodesleuthTCPCloseWaitPileUp": {"value": 100, "what": "CLOSE_WAIT sockets of one process and local port"},
-    "NodesleuthTCPAcceptQueueFull": {"value": 1, "what": "accept-queue length / limit of one listener"},
-    "NodesleuthIPVSOrphanedConnections": {"value": 1, "what": "orphaned client connections of one pod and VIP"},
-    "NodesleuthGoMadvFreeRetention": {
-        "value": 0.5, "what": "LazyFree / RSS of one container group", "min_bytes": 1 << 30,
-    },
-    "NodesleuthSystemdCookieExhaustion": {"value": 30, "what": "days until systemd's reply serial overflows"},
-    "NodesleuthSystemdUnresponsive": {"value": 1, "what": "nodes whose systemd does not answer while D-Bus does"},
-    "NodesleuthDBusDown": {"value": 1, "what": "nodes whose dbus-daemon does not answer"},
-    "NodesleuthCollectorFailing": {"value": 1, "what": "collectors reporting success 0"},
+    "NodesleuthTCPCloseWaitPileUp": {"threshold": 100},
+    "NodesleuthTCPCloseWaitClientLeak": {"threshold": 100},
+    "NodesleuthTCPAcceptQueueFull": {},
+    "NodesleuthNodeListenOverflows": {},
+    "NodesleuthIPVSOrphanedConnections": {},
+    "NodesleuthIPVSConnectionsNearExpiry": {},
+    "NodesleuthIPVSIdleNearTimeout": {"quantile": 0.99, "ratio": 0.8},
+    "NodesleuthGoMadvFreeRetention": {"share": 0.5, "min_bytes": 268435456},
+    "NodesleuthSystemdCookieExhaustion.warning": {"horizon": 2592000},
+    "NodesleuthSystemdCookieExhaustion.critical": {"horizon": 604800, "ratio": 0.95},
+    "NodesleuthSystemdUnresponsive": {},
+    "NodesleuthDBusDown": {},
+    "NodesleuthSystemdLeakedProbeSlices": {"threshold": 20},
+    "NodesleuthCollectorFailing": {},
+    "NodesleuthExporterDown": {},
 }
+# rules/dist/defaults.toml [group_params.nodesleuth-systemd] forecast_window: the rate the cookie forecast uses
+COOKIE_FORECAST_WINDOW = "6h"
+# rules/dist/defaults.toml runbook_base (without the trailing slash)
+RUNBOOK_BASE = "https://github.com/nodesleuth/nodesleuth/blob/main/docs/runbooks"
 
 
-def repo_url():
-    cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
-    return cargo.get("workspace", {}).get("package", {}).get("repository", "https://example.invalid/nodesleuth")
+def param(alert, key):
+    return ALERTS[alert][key]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -70,6 +79,7 @@ RARE_STATES = sel("nodesleuth_tcp_sockets", POD, 'state!~"established|listen"')
 ESTAB = sel("nodesleuth_tcp_sockets", POD, 'state="established"')
 TCP_TIMEOUT = sel("nodesleuth_ipvs_timeout_seconds", extra='timeout="tcp"')
 GO_MADV0 = sel("nodesleuth_process_go_info", POD, 'madvdontneed="0"')
+GO_NOT_DONTNEED = sel("nodesleuth_process_go_info", POD, 'madvdontneed!="1"')
 # Go 1.12-1.15 return memory with MADV_FREE unless GODEBUG=madvdontneed=1
 GO_OLD = sel("nodesleuth_process_go_info", POD, 'go_version=~"go1\\\\.1[2-5]([^0-9].*)?", madvdontneed!="1"')
 
@@ -271,21 +281,41 @@ def dashboard(uid, title, desc, tags, items, vars_):
 # Shared expressions
 
 CW_GROUP = "namespace, pod, container, process, local_port, netns"
-# days until the reply serial reaches 2^32 at the slope of the last day (the same linear fit predict_linear uses)
-COOKIE_DAYS = ("(1 - {r}) / (deriv({r}[1d]) > 0) / 86400")
 
 
-def cookie_days(extra=""):
-    r = sel("nodesleuth_systemd_reply_serial_ratio", extra=extra)
-    return COOKIE_DAYS.format(r=r)
+def cookie_days():
+    """Days until systemd's reply serial reaches 2^32 per node, as NodesleuthSystemdCookieExhaustion computes it:
+    (1 - ratio) / rate(ratio[forecast window]); absent while the serial does not grow."""
+    r = sel("nodesleuth_systemd_reply_serial_ratio")
+    return (f"(1 - max by (cluster, instance) ({r})) / on (cluster, instance) "
+            f"(max by (cluster, instance) (rate({r}[{COOKIE_FORECAST_WINDOW}])) > 0) / 86400")
 
 
 def lazyfree_alert_expr():
-    a = ALERTS["NodesleuthGoMadvFreeRetention"]
-    grp = "instance, namespace, pod, container, process"
+    """Groups as NodesleuthGoMadvFreeRetention selects them: LazyFree >= share of RSS, >= min_bytes, and a Go runtime
+    that does not run with madvdontneed=1."""
+    share, min_bytes = param("NodesleuthGoMadvFreeRetention", "share"), param("NodesleuthGoMadvFreeRetention",
+                                                                                  "min_bytes")
+    grp = "cluster, instance, namespace, pod, container, process"
     lf = f"sum by ({grp}) ({sel('nodesleuth_process_lazyfree_bytes', POD)})"
     rss = f"sum by ({grp}) ({sel('nodesleuth_process_resident_memory_bytes', POD)})"
-    return f"({lf} / {rss} >= {a['value']}) and ({lf} >= {a['min_bytes']})"
+    return (f"({lf} / {rss} >= {share} and on ({grp}) {lf} >= {min_bytes}) and on ({grp}) "
+            f"{GO_NOT_DONTNEED}")
+
+
+def idle_ratio_expr():
+    q = param("NodesleuthIPVSIdleNearTimeout", "quantile")
+    return (f"histogram_quantile({q}, sum by (cluster, instance, le) "
+            f"({sel('nodesleuth_ipvs_established_idle_entries')})) / on (cluster, instance) "
+            f"max by (cluster, instance) ({TCP_TIMEOUT})")
+
+
+def collector_failing_expr():
+    """NodesleuthCollectorFailing: success 0, except the systemd collector while systemd itself is down (that is
+    NodesleuthSystemdUnresponsive / NodesleuthDBusDown)."""
+    return (f"max by (cluster, instance, collector) ({sel('nodesleuth_scrape_collector_success')}) == 0 unless on "
+            f"(cluster, instance, collector) label_replace(max by (cluster, instance) "
+            f"({sel('nodesleuth_systemd_up')}) == 0, \"collector\", \"systemd\", \"\", \"\")")
 
 
 def unresponsive_expr():
@@ -302,23 +332,29 @@ def dbus_down_expr():
 
 
 def overview(ctx):
-    A = ALERTS
     red_at = lambda v: thresholds(("green", None), ("red", v))  # noqa: E731
-    cw, aq, orph = A["NodesleuthTCPCloseWaitPileUp"], A["NodesleuthTCPAcceptQueueFull"], \
-        A["NodesleuthIPVSOrphanedConnections"]
-    lf, ck = A["NodesleuthGoMadvFreeRetention"], A["NodesleuthSystemdCookieExhaustion"]
+    cw = param("NodesleuthTCPCloseWaitPileUp", "threshold")
+    share, min_bytes = param("NodesleuthGoMadvFreeRetention", "share"), param("NodesleuthGoMadvFreeRetention",
+                                                                              "min_bytes")
+    warn_d = param("NodesleuthSystemdCookieExhaustion.warning", "horizon") // 86400
+    crit_d = param("NodesleuthSystemdCookieExhaustion.critical", "horizon") // 86400
+    crit_ratio = param("NodesleuthSystemdCookieExhaustion.critical", "ratio")
+    idle = param("NodesleuthIPVSIdleNearTimeout", "ratio")
+    slices = param("NodesleuthSystemdLeakedProbeSlices", "threshold")
     tcp_l, ipvs_l = dash_link("nodesleuth-tcp", "TCP detail"), dash_link("nodesleuth-ipvs", "IPVS detail")
     mem_l, sd_l = dash_link("nodesleuth-memory", "Memory detail"), dash_link("nodesleuth-systemd", "systemd detail")
     items = [
         row("CLOSE_WAIT pile-ups"),
         stat("Largest CLOSE_WAIT group",
              f"The most CLOSE_WAIT sockets held by one process on one local port (any pod, any node selected). "
-             f"Red from {cw['value']}, the threshold of NodesleuthTCPCloseWaitPileUp: the process stopped closing "
-             f"connections its peers closed and will run out of descriptors or hang.",
+             f"Red from {cw}, the threshold of NodesleuthTCPCloseWaitPileUp (server side) and "
+             f"NodesleuthTCPCloseWaitClientLeak (local_port (ephemeral): a client pool): the process stopped "
+             f"closing connections its peers closed and will run out of descriptors or hang.",
              [Target(f"max(sum by (instance, {CW_GROUP}) ({sel('nodesleuth_tcp_close_wait_sockets', POD)}))",
                      instant=True)],
-             "short", red_at(cw["value"]), noValue="0",
-             links=[tcp_l, runbook_link("NodesleuthTCPCloseWaitPileUp")]),
+             "short", red_at(cw), noValue="0",
+             links=[tcp_l, runbook_link("NodesleuthTCPCloseWaitPileUp"),
+                    runbook_link("NodesleuthTCPCloseWaitClientLeak")]),
         timeseries("CLOSE_WAIT sockets by pod, process and port (top 10)",
                    "CLOSE_WAIT sockets per owning process and local port; `(ephemeral)` is the client side of a "
                    "connection pool, `(other)` the groups beyond the exporter's top N. A line that only rises is a "
@@ -326,106 +362,118 @@ def overview(ctx):
                    [Target(f"topk(10, sum by (instance, {CW_GROUP}) "
                            f"({sel('nodesleuth_tcp_close_wait_sockets', POD)}))",
                            "{{namespace}}/{{pod}}/{{container}} {{process}} :{{local_port}} ({{instance}})")],
-                   "short", w=20, h=6, thresh=red_at(cw["value"]), links=[tcp_l]),
+                   "short", w=20, h=6, thresh=red_at(cw), links=[tcp_l]),
         row("Full accept queues"),
         stat("Fullest accept queue",
              "The highest accept-queue length / limit of any listener (netlink source only; the procfs source "
-             "has no limit). At 100% (NodesleuthTCPAcceptQueueFull) the kernel drops new connections: the process "
-             "is not calling accept() fast enough.",
+             "has no limit). At 100% (NodesleuthTCPAcceptQueueFull: length >= limit) the kernel drops new "
+             "connections: the process is not calling accept() fast enough.",
              [Target(f"max({sel('nodesleuth_tcp_listen_queue_length', POD)} / "
                      f"{sel('nodesleuth_tcp_listen_queue_limit', POD)})", instant=True)],
-             "percentunit", red_at(aq["value"]), noValue="0", links=[tcp_l, runbook_link("NodesleuthTCPAcceptQueueFull")]),
+             "percentunit", red_at(1), noValue="0",
+             links=[tcp_l, runbook_link("NodesleuthTCPAcceptQueueFull"),
+                    runbook_link("NodesleuthNodeListenOverflows")]),
         timeseries("Accept-queue fill per listener (top 10)",
                    "Accept-queue length / limit per listening port. 100% means full: SYNs and ACKs are dropped and "
                    "clients see timeouts.",
                    [Target(f"topk(10, {sel('nodesleuth_tcp_listen_queue_length', POD)} / "
                            f"{sel('nodesleuth_tcp_listen_queue_limit', POD)})",
                            "{{namespace}}/{{pod}} :{{local_port}} ({{instance}})")],
-                   "percentunit", w=20, h=6, thresh=red_at(aq["value"]), min=0, links=[tcp_l]),
+                   "percentunit", w=20, h=6, thresh=red_at(1), min=0, links=[tcp_l]),
         row("Client connections IPVS forgot"),
         stat("Orphaned IPVS client connections",
              "ESTABLISHED client sockets to a Service VIP that IPVS has no entry for. Any is red "
              "(NodesleuthIPVSOrphanedConnections): the server's reply will be answered with RST and the client "
              "waits forever. Usually a call idle longer than the IPVS TCP timeout.",
              [Target(f"sum({sel('nodesleuth_ipvs_orphaned_connections', POD)})", instant=True)],
-             "short", red_at(orph["value"]), noValue="0",
+             "short", red_at(1), noValue="0",
              links=[ipvs_l, runbook_link("NodesleuthIPVSOrphanedConnections")]),
         stat("Near expiry",
              "Client connections whose IPVS entry has less than the near-expiry ratio of the TCP timeout left: "
-             "tomorrow's orphans. Yellow when any.",
+             "tomorrow's orphans. Yellow when any (NodesleuthIPVSConnectionsNearExpiry, info).",
              [Target(f"sum({sel('nodesleuth_ipvs_connections_near_expiry', POD)})", instant=True)],
-             "short", thresholds(("green", None), ("yellow", 1)), noValue="0", links=[ipvs_l]),
+             "short", thresholds(("green", None), ("yellow", 1)), noValue="0",
+             links=[ipvs_l, runbook_link("NodesleuthIPVSConnectionsNearExpiry")]),
+        stat("Idle p99 / TCP timeout",
+             f"Highest node-wide p{param('NodesleuthIPVSIdleNearTimeout', 'quantile') * 100:g} idle time of "
+             f"ESTABLISHED IPVS entries as a share of the IPVS TCP timeout. Red from {idle:.0%} "
+             f"(NodesleuthIPVSIdleNearTimeout): long calls come close to being orphaned.",
+             [Target(f"max({idle_ratio_expr()})", instant=True)],
+             "percentunit", red_at(idle), noValue="no entries",
+             links=[ipvs_l, runbook_link("NodesleuthIPVSIdleNearTimeout")]),
         timeseries("Orphaned connections by pod and VIP",
                    "Orphaned client connections per pod and Service VIP. Absent when there are none; a flat line "
                    "above 0 is a client hanging on a dead connection.",
                    [Target(f"sum by (instance, namespace, pod, virtual_address, virtual_port) "
                            f"({sel('nodesleuth_ipvs_orphaned_connections', POD)})",
                            "{{namespace}}/{{pod}} → {{virtual_address}}:{{virtual_port}}")],
-                   "short", w=16, h=6, links=[ipvs_l]),
+                   "short", w=12, h=6, links=[ipvs_l]),
         row("Memory retained by MADV_FREE (LazyFree)"),
-        stat("LazyFree-dominated groups",
-             f"Process groups (namespace, pod, container, process) whose LazyFree is at least "
-             f"{lf['value']:.0%} of RSS and at least {lf['min_bytes'] >> 20} MiB (NodesleuthGoMadvFreeRetention). "
-             f"That RSS is free memory the kernel has not reclaimed yet: it looks like a leak and gets pods "
-             f"OOM-scored or restarted. Fix: GODEBUG=madvdontneed=1 or Go >= 1.16.",
+        stat("LazyFree-dominated Go groups",
+             f"Process groups (namespace, pod, container, process) running a Go runtime without madvdontneed=1 "
+             f"whose LazyFree is at least {share:.0%} of RSS and at least {min_bytes >> 20} MiB "
+             f"(NodesleuthGoMadvFreeRetention). That RSS is free memory the kernel has not reclaimed yet: it looks "
+             f"like a leak and gets pods OOM-scored or restarted. Fix: GODEBUG=madvdontneed=1 or Go >= 1.16.",
              [Target(f"count({lazyfree_alert_expr()})", instant=True)],
              "short", red_at(1), noValue="0", links=[mem_l, runbook_link("NodesleuthGoMadvFreeRetention")]),
         timeseries("LazyFree share of RSS (top 10)",
-                   "LazyFree / RSS per group. Near 100% means almost all of the group's RSS is memory it already "
-                   "gave back; the dashed line is the alert's ratio.",
+                   "LazyFree / RSS per group (Go or not). Near 100% means almost all of the group's RSS is memory "
+                   "it already gave back; the dashed line is the alert's share.",
                    [Target(f"topk(10, sum by (instance, namespace, pod, container, process) "
                            f"({sel('nodesleuth_process_lazyfree_bytes', POD)}) / sum by (instance, namespace, pod, "
                            f"container, process) ({sel('nodesleuth_process_resident_memory_bytes', POD)}) > 0)",
                            "{{namespace}}/{{pod}}/{{container}} {{process}}")],
-                   "percentunit", w=20, h=6, thresh=red_at(lf["value"]), min=0, max=1, links=[mem_l]),
+                   "percentunit", w=20, h=6, thresh=red_at(share), min=0, max=1, links=[mem_l]),
         row("systemd and D-Bus"),
         stat("systemd cookie headroom",
              f"Days until systemd's D-Bus reply serial (its 32-bit message cookie) reaches 2^32 at the rate of the "
-             f"last day. Red below {ck['value']} days (NodesleuthSystemdCookieExhaustion): an unpatched systemd "
-             f"then stops answering and the node goes NotReady. Empty while the serial does not grow.",
+             f"last {COOKIE_FORECAST_WINDOW}, on the selected node closest to it. Orange below {warn_d} days, red "
+             f"below {crit_d} (NodesleuthSystemdCookieExhaustion warning/critical): an unpatched systemd then "
+             f"stops answering and the node goes NotReady. 'no growth' while the serial does not rise.",
              [Target(f"min({cookie_days()})", instant=True)],
-             "d", thresholds(("red", None), ("green", ck["value"])), noValue="no growth",
+             "d", thresholds(("red", None), ("orange", crit_d), ("green", warn_d)), noValue="no growth",
+             links=[sd_l, runbook_link("NodesleuthSystemdCookieExhaustion")]),
+        stat("Reply serial used",
+             f"Highest fraction of the 32-bit cookie space systemd has used on any selected node. Red from "
+             f"{crit_ratio:.0%} (NodesleuthSystemdCookieExhaustion critical). A patched systemd wraps to 50%; an "
+             f"unpatched one fails at 100%.",
+             [Target(f"max({sel('nodesleuth_systemd_reply_serial_ratio')})", instant=True)],
+             "percentunit", red_at(crit_ratio), noValue="no systemd", graph=True,
              links=[sd_l, runbook_link("NodesleuthSystemdCookieExhaustion")]),
         stat("systemd not answering",
              "Nodes where systemd did not answer within the collector's timeout while dbus-daemon did: a hung "
              "PID 1 (NodesleuthSystemdUnresponsive). Container starts and stops hang behind it.",
              [Target(f"count({unresponsive_expr()})", instant=True)],
-             "short", red_at(A["NodesleuthSystemdUnresponsive"]["value"]), noValue="0",
-             links=[sd_l, runbook_link("NodesleuthSystemdUnresponsive")]),
+             "short", red_at(1), noValue="0", links=[sd_l, runbook_link("NodesleuthSystemdUnresponsive")]),
         stat("D-Bus down",
              "Nodes with a D-Bus socket whose dbus-daemon does not answer (NodesleuthDBusDown); nodes without "
              "D-Bus at all (nodesleuth_collector_source_present 0) are not counted.",
              [Target(f"count({dbus_down_expr()})", instant=True)],
-             "short", red_at(A["NodesleuthDBusDown"]["value"]), noValue="0",
-             links=[sd_l, runbook_link("NodesleuthDBusDown")]),
-        stat("Reply serial used",
-             "Highest fraction of the 32-bit cookie space systemd has used on any selected node. A patched "
-             "systemd wraps to 50%; an unpatched one fails at 100%.",
-             [Target(f"max({sel('nodesleuth_systemd_reply_serial_ratio')})", instant=True)],
-             "percentunit", thresholds(("green", None), ("yellow", 0.5), ("red", 0.9)), noValue="no systemd",
-             graph=True, links=[sd_l]),
+             "short", red_at(1), noValue="0", links=[sd_l, runbook_link("NodesleuthDBusDown")]),
         stat("Leaked libcontainer slices",
-             "runc's leaked `libcontainer_*_systemd_test_default.slice` units in memory, summed over the nodes. "
-             "Each one churns systemd's cookie; hundreds mean runc's probe leaks.",
-             [Target(f"sum({LIBCONTAINER})",
-                     instant=True)],
-             "short", thresholds(("green", None), ("yellow", 100)), noValue="0", links=[sd_l]),
+             f"runc's `libcontainer_*_systemd_test_default.slice` units in memory on the worst selected node. Red "
+             f"from {slices} (NodesleuthSystemdLeakedProbeSlices): runc's probe leaks them and each one churns "
+             f"systemd's cookie.",
+             [Target(f"max({LIBCONTAINER})", instant=True)],
+             "short", red_at(slices), noValue="0",
+             links=[sd_l, runbook_link("NodesleuthSystemdLeakedProbeSlices")]),
         row("Exporter health"),
         stat("Failing collectors",
              "Collectors that reported nodesleuth_scrape_collector_success 0 in their last scrape "
-             "(NodesleuthCollectorFailing): their data is partial or missing. A collector whose source does not "
-             "exist on the node (no IPVS, no D-Bus) reports success 1 and is not counted.",
-             [Target(f"count({sel('nodesleuth_scrape_collector_success')} == 0)", instant=True)],
-             "short", red_at(A["NodesleuthCollectorFailing"]["value"]), noValue="0",
-             links=[runbook_link("NodesleuthCollectorFailing")]),
+             "(NodesleuthCollectorFailing; the systemd collector is not counted while systemd itself is down, "
+             "that is the systemd row's). Their data is partial or missing. A collector whose source does not "
+             "exist on the node (no IPVS, no D-Bus) reports success 1.",
+             [Target(f"count({collector_failing_expr()})", instant=True)],
+             "short", red_at(1), noValue="0", links=[runbook_link("NodesleuthCollectorFailing")]),
         stat("Exporters up",
-             "Scrape targets of the selected job(s) that answered Prometheus' last scrape out of all of them. "
-             "Below 100% a node has no nodesleuth data at all.",
+             "Scrape targets of the selected job(s) that answered Prometheus' last scrape out of all of them "
+             "(NodesleuthExporterDown for each one down). Below 100% a node has no nodesleuth data at all.",
              [Target(f"sum(up{{{NODE}}}) / count(up{{{NODE}}})", instant=True)],
-             "percentunit", thresholds(("red", None), ("green", 1)), noValue="no target"),
+             "percentunit", thresholds(("red", None), ("green", 1)), noValue="no target",
+             links=[runbook_link("NodesleuthExporterDown")]),
         timeseries("Collector duration",
-                   "Time each collector took per scrape, per node. Close to the scrape timeout means scrapes are "
-                   "about to fail.",
+                   "Time each collector took per scrape, on the slowest selected node. Close to the scrape "
+                   "timeout means scrapes are about to fail.",
                    [Target(f"max by (collector) ({sel('nodesleuth_scrape_collector_duration_seconds')})",
                            "{{collector}} (slowest node)")],
                    "s", w=8, h=6, min=0),
@@ -445,7 +493,7 @@ def overview(ctx):
 
 
 def tcp(ctx):
-    cw = ALERTS["NodesleuthTCPCloseWaitPileUp"]["value"]
+    cw = param("NodesleuthTCPCloseWaitPileUp", "threshold")
     host = 'instance=~"($host):.*"'
     items = [
         row("Socket states per pod network namespace"),
@@ -499,7 +547,7 @@ def tcp(ctx):
                       f"{sel('nodesleuth_tcp_listen_queue_limit', POD)})", instant=True, fmt="table")],
               "percentunit", w=12, sort="fill", rename={"Value": "fill"}, exclude=("netns",),
               thresh=thresholds(("green", None), ("orange", 0.8),
-                                ("red", ALERTS["NodesleuthTCPAcceptQueueFull"]["value"])),
+                                ("red", 1)),
               cell="color-background"),
         row("Kernel counters (node_exporter, host namespace)"),
         timeseries("Listen overflows and drops",
@@ -644,7 +692,8 @@ def ipvs(ctx):
 
 
 def memory(ctx):
-    lf = ALERTS["NodesleuthGoMadvFreeRetention"]
+    share, min_bytes = param("NodesleuthGoMadvFreeRetention", "share"), param("NodesleuthGoMadvFreeRetention",
+                                                                              "min_bytes")
     grp = "instance, namespace, pod, container"
     kept = sel("nodesleuth_process_resident_memory_minus_lazyfree_bytes", POD)
     lazy = sel("nodesleuth_process_lazyfree_bytes", POD)
@@ -670,7 +719,7 @@ def memory(ctx):
                    "bytes", w=24, h=9, stack=True),
         table("LazyFree share per group",
               f"Per process group: RSS, LazyFree, RSS − LazyFree and LazyFree / RSS, largest share first. Red from "
-              f"{lf['value']:.0%} (NodesleuthGoMadvFreeRetention also needs {lf['min_bytes'] >> 20} MiB of LazyFree).",
+              f"{share:.0%} (NodesleuthGoMadvFreeRetention also needs {min_bytes >> 20} MiB of LazyFree and a Go runtime without madvdontneed=1).",
               [Target(f"sum by ({grp}, process) ({rss})", instant=True, fmt="table"),
                Target(f"sum by ({grp}, process) ({lazy})", instant=True, fmt="table"),
                Target(f"sum by ({grp}, process) ({kept})", instant=True, fmt="table"),
@@ -713,29 +762,32 @@ def memory(ctx):
 
 
 def systemd(ctx):
-    ck = ALERTS["NodesleuthSystemdCookieExhaustion"]["value"]
+    ck = param("NodesleuthSystemdCookieExhaustion.warning", "horizon") // 86400
+    crit = param("NodesleuthSystemdCookieExhaustion.critical", "horizon") // 86400
     ratio = sel("nodesleuth_systemd_reply_serial_ratio")
     updown = [{"type": "value", "options": {"0": {"text": "DOWN", "color": "red", "index": 0},
                                             "1": {"text": "UP", "color": "green", "index": 1}}}]
     items = [
         row("Reply serial (D-Bus cookie)"),
-        timeseries("Reply serial used, with its 30-day linear forecast",
-                   "Fraction of systemd's 32-bit D-Bus cookie space used (reply serial / 2^32) and where the "
-                   "linear fit of the last day puts it in 30 days. The forecast crossing 100% is "
-                   "NodesleuthSystemdCookieExhaustion; a drop to ~0 is systemd reconnecting to the bus, a drop to "
-                   "50% a patched systemd wrapping.",
-                   [Target(ratio, "{{instance}} used"),
-                    Target(f"predict_linear({ratio}[1d], {ck} * 86400)", f"{{{{instance}}}} in {ck} days")],
+        timeseries(f"Reply serial used, with its {ck}-day linear forecast",
+                   f"Fraction of systemd's 32-bit D-Bus cookie space used (reply serial / 2^32) and where the "
+                   f"linear fit of the last {COOKIE_FORECAST_WINDOW} puts it in {ck} days. The forecast crossing "
+                   f"100% is NodesleuthSystemdCookieExhaustion; a drop to ~0 is systemd reconnecting to the bus, a "
+                   f"drop to 50% a patched systemd wrapping.",
+                   [Target(f"max by (instance) ({ratio})", "{{instance}} used"),
+                    Target(f"max by (instance) (predict_linear({ratio}[{COOKIE_FORECAST_WINDOW}], {ck} * 86400))",
+                           f"{{{{instance}}}} in {ck} days")],
                    "percentunit", w=12, min=0, thresh=thresholds(("green", None), ("red", 1))),
         table("Predicted overflow",
-              f"Per node: the serial, days until it reaches 2^32 at the last day's rate and that date. Red below "
-              f"{ck} days. Empty days: the serial is not growing.",
+              f"Per node: the serial, days until it reaches 2^32 at the rate of the last {COOKIE_FORECAST_WINDOW} "
+              f"and that date. Orange below {ck} days, red below {crit} (NodesleuthSystemdCookieExhaustion). "
+              f"Empty days: the serial is not growing.",
               [Target(f"max by (instance) ({sel('nodesleuth_systemd_reply_serial')})", instant=True, fmt="table"),
                Target(f"min by (instance) ({cookie_days()})", instant=True, fmt="table"),
                Target(f"min by (instance) (time() + {cookie_days()} * 86400) * 1000", instant=True, fmt="table")],
               "d", w=12, sort="days left",
               rename={"Value #A": "reply serial", "Value #B": "days left", "Value #C": "overflow date"},
-              thresh=thresholds(("red", None), ("green", ck)), cell="color-text"),
+              thresh=thresholds(("red", None), ("orange", crit), ("green", ck)), cell="color-text"),
         row("systemd and D-Bus up"),
         stat("systemd up",
              "Whether systemd answered within the collector's timeout, per node. DOWN with D-Bus UP is a hung "
@@ -883,8 +935,8 @@ def render(ctx):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runbook-base-url", default=f"{repo_url()}/blob/main/docs/runbooks",
-                    help="where docs/runbooks/<AlertName>.md is served (default: the repository's)")
+    ap.add_argument("--runbook-base-url", default=RUNBOOK_BASE,
+                    help=f"where docs/runbooks/<AlertName>.md is served (default: {RUNBOOK_BASE})")
     ap.add_argument("--multi-cluster", action="store_true", help="show the cluster variable")
     ap.add_argument("--out", type=Path, default=HERE, help="directory holding dist/ and LAYOUT.md (default dashboards/)")
     ap.add_argument("--check", action="store_true", help="compare with --out instead of writing")
