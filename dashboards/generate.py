@@ -96,6 +96,17 @@ class Target:
         return t
 
 
+def series_style(ref, color, dash=True, stack=False):
+    """Override for one query's series (by refId): a fixed colour, dashed, not filled, out of the stack: for limits
+    and timeouts drawn over the data."""
+    props = [{"id": "color", "value": {"mode": "fixed", "fixedColor": color}},
+             {"id": "custom.fillOpacity", "value": 0},
+             {"id": "custom.stacking", "value": {"mode": "normal" if stack else "none", "group": "A"}}]
+    if dash:
+        props.append({"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}})
+    return {"matcher": {"id": "byFrameRefID", "options": ref}, "properties": props}
+
+
 def thresholds(*steps):
     """steps: ("green", None), ("red", 100), ..."""
     return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
@@ -111,7 +122,7 @@ def _panel(kind, title, desc, targets, unit, w, h, **kw):
         defaults["custom"] = kw.pop("custom")
     p = {"type": kind, "title": title, "description": desc, "datasource": DS,
          "targets": [t.render(chr(ord("A") + i)) for i, t in enumerate(targets)],
-         "fieldConfig": {"defaults": defaults, "overrides": []},
+         "fieldConfig": {"defaults": defaults, "overrides": kw.pop("overrides", [])},
          "options": kw.pop("options", {}), "_w": w, "_h": h}
     if "links" in kw:
         p["links"] = kw.pop("links")
@@ -195,32 +206,27 @@ def _link(title, url, tooltip, blank):
 # Variables
 
 
-def var_query(name, label, query, multi=True, hide=0, regex="", include_all=True):
+def var_query(name, label, query, multi=True, hide=0, regex="", include_all=True, all_value=".*"):
     v = {"type": "query", "name": name, "label": label, "datasource": DS, "query": query, "definition": query,
          "refresh": 2, "sort": 1, "multi": multi, "includeAll": include_all, "hide": hide, "regex": regex,
          "current": {"text": "All", "value": "$__all"} if include_all else {"text": "", "value": ""},
          "options": []}
-    if include_all:
-        v["allValue"] = ".*"
+    if include_all and all_value is not None:
+        v["allValue"] = all_value
     return v
 
 
-def variables(pod_metric=None, multi_cluster=False, runbook_base="", host=False):
+def variables(pod_metric=None, multi_cluster=False, runbook_base=""):
     vs = [
         {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
          "current": {"text": "default", "value": "default"}, "hide": 0, "options": [], "regex": "",
          "refresh": 1, "multi": False, "includeAll": False},
         var_query("cluster", "cluster", "label_values(nodesleuth_build_info, cluster)", multi=False,
                   hide=0 if multi_cluster else 2, include_all=False),
-        var_query("job", "job", 'label_values(nodesleuth_build_info{cluster=~"$cluster"}, job)'),
+        var_query("job", "job", 'label_values(nodesleuth_build_info{cluster=~"$cluster"}, job)', all_value=None),
         var_query("instance", "node (instance)",
                   'label_values(nodesleuth_build_info{cluster=~"$cluster", job=~"$job"}, instance)'),
     ]
-    if host:
-        # node_exporter runs on its own port: match it by the host part of the selected nodesleuth instances.
-        vs.append(var_query("host", "host", 'label_values(nodesleuth_build_info{cluster=~"$cluster", job=~"$job", '
-                                            'instance=~"$instance"}, instance)', hide=2,
-                            regex="/^(?<value>.*):[0-9]+$/"))
     if pod_metric:
         vs.append(var_query("namespace", "namespace", f"label_values({sel(pod_metric)}, namespace)"))
         vs.append(var_query("pod", "pod", 'label_values(' + sel(pod_metric, extra='namespace=~"$namespace"') + ', pod)'))
@@ -316,6 +322,14 @@ def collector_failing_expr():
     return (f"max by (cluster, instance, collector) ({sel('nodesleuth_scrape_collector_success')}) == 0 unless on "
             f"(cluster, instance, collector) label_replace(max by (cluster, instance) "
             f"({sel('nodesleuth_systemd_up')}) == 0, \"collector\", \"systemd\", \"\", \"\")")
+
+
+def on_selected_hosts(expr):
+    """node_exporter series of the machines of the selected nodesleuth instances. node_exporter listens on its
+    own port, so the two are joined on the host part of `instance` (label_replace into `host`)."""
+    host = '"host", "$1", "instance", "(.*):[0-9]+"'
+    return (f"max by (host) (label_replace({expr}, {host})) and on (host) "
+            f"group by (host) (label_replace({sel('nodesleuth_build_info')}, {host}))")
 
 
 def unresponsive_expr():
@@ -494,7 +508,6 @@ def overview(ctx):
 
 def tcp(ctx):
     cw = param("NodesleuthTCPCloseWaitPileUp", "threshold")
-    host = 'instance=~"($host):.*"'
     items = [
         row("Socket states per pod network namespace"),
         timeseries("TCP sockets by state (without ESTABLISHED)",
@@ -552,19 +565,19 @@ def tcp(ctx):
         row("Kernel counters (node_exporter, host namespace)"),
         timeseries("Listen overflows and drops",
                    "node_exporter's netstat counters (host network namespace only; its default netstat collector "
-                   "exports them): accept-queue overflows and dropped SYNs per second. Any sustained rate means "
-                   "some listener's queue is full.",
-                   [Target(f"rate(node_netstat_TcpExt_ListenOverflows{{{host}}}[$__rate_interval])",
-                           "{{instance}} ListenOverflows"),
-                    Target(f"rate(node_netstat_TcpExt_ListenDrops{{{host}}}[$__rate_interval])",
-                           "{{instance}} ListenDrops")],
-                   "pps", w=12),
+                   "exports them) on the selected nodes: accept-queue overflows and dropped SYNs per second. Any "
+                   "sustained rate means some listener's queue is full (NodesleuthNodeListenOverflows).",
+                   [Target(on_selected_hosts("rate(node_netstat_TcpExt_ListenOverflows[$__rate_interval])"),
+                           "{{host}} ListenOverflows"),
+                    Target(on_selected_hosts("rate(node_netstat_TcpExt_ListenDrops[$__rate_interval])"),
+                           "{{host}} ListenDrops")],
+                   "pps", w=12, links=[runbook_link("NodesleuthNodeListenOverflows")]),
         timeseries("Retransmitted segments",
-                   "node_exporter's TCP retransmissions per second and as a share of sent segments (host namespace). "
-                   "More than about 1% points at loss or an overloaded peer.",
-                   [Target(f"rate(node_netstat_Tcp_RetransSegs{{{host}}}[$__rate_interval]) / "
-                           f"rate(node_netstat_Tcp_OutSegs{{{host}}}[$__rate_interval])",
-                           "{{instance}} retransmitted / sent")],
+                   "node_exporter's TCP retransmissions as a share of sent segments on the selected nodes (host "
+                   "namespace). More than about 1% points at loss or an overloaded peer.",
+                   [Target(on_selected_hosts("rate(node_netstat_Tcp_RetransSegs[$__rate_interval]) / "
+                                             "rate(node_netstat_Tcp_OutSegs[$__rate_interval])"),
+                           "{{host}} retransmitted / sent")],
                    "percentunit", w=12, min=0),
         row("Collector cost"),
         timeseries("Namespaces read per source",
@@ -582,8 +595,7 @@ def tcp(ctx):
     ]
     return dashboard("nodesleuth-tcp", "nodesleuth / TCP: CLOSE_WAIT and accept queues",
                      "TCP states per pod network namespace, CLOSE_WAIT by owning process and port, accept queues.",
-                     ["tcp"], items, variables("nodesleuth_tcp_sockets", ctx.multi_cluster, ctx.runbook_base,
-                                               host=True))
+                     ["tcp"], items, variables("nodesleuth_tcp_sockets", ctx.multi_cluster, ctx.runbook_base))
 
 
 def ipvs(ctx):
@@ -632,7 +644,7 @@ def ipvs(ctx):
                            f"({sel('nodesleuth_ipvs_established_idle_entries')}))", "{{instance}} p99 idle"),
                     Target(f"max by (instance) ({TCP_TIMEOUT})",
                            "{{instance}} IPVS TCP timeout")],
-                   "s", w=12, min=0),
+                   "s", w=12, min=0, overrides=[series_style("C", "red")]),
         row("Connection table"),
         timeseries("Connection-table entries per service and state",
                    "IPVS connection-table entries per virtual service and state (stacked). Growing TIME_WAIT/FIN "
@@ -716,7 +728,7 @@ def memory(ctx):
                     Target(f"max by (namespace, pod, container) "
                            f"(container_spec_memory_limit_bytes{{{cadvisor}}}) > 0",
                            "{{namespace}}/{{pod}}/{{container}} limit (cAdvisor)")],
-                   "bytes", w=24, h=9, stack=True),
+                   "bytes", w=24, h=9, stack=True, overrides=[series_style("C", "red")]),
         table("LazyFree share per group",
               f"Per process group: RSS, LazyFree, RSS − LazyFree and LazyFree / RSS, largest share first. Red from "
               f"{share:.0%} (NodesleuthGoMadvFreeRetention also needs {min_bytes >> 20} MiB of LazyFree and a Go runtime without madvdontneed=1).",
