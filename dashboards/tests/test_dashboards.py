@@ -72,12 +72,16 @@ def static():
     check(f"schema + lint clean ({sum(len(list(lint.panels_of(d))) for d in ds.values())} panels)", not errs,
           "\n     ".join(errs[:30]))
 
-    # the relax-list covers only what it says: against the unmodified schema the sole errors are in field overrides
+    # the relax-list covers only what it says: without their field overrides, the dashboards validate against the
+    # unmodified schema
     strict = lint.jsonschema.Draft7Validator(json.loads((TESTS / "dashboard.jsonschema.json").read_text()))
-    outside = [f"{n}: {list(e.absolute_path)}" for n, d in ds.items() for e in strict.iter_errors(d)
-               if "overrides" not in list(e.absolute_path)]
-    check("unmodified schema: every error is in a field override (the documented relax-list)", not outside,
-          outside[:5])
+    bare = json.loads(json.dumps(ds))
+    for d in bare.values():
+        for p in lint.panels_of(d):
+            p["fieldConfig"]["overrides"] = []
+    outside = [f"{n}: {list(e.absolute_path)} {e.message[:100]}" for n, d in bare.items() for e in strict.iter_errors(d)]
+    check("field overrides aside, every dashboard validates against the unmodified schema (relax-list is narrow)",
+          not outside, outside[:5])
 
     # every lint check must be able to fail
     def mutated(fn):
