@@ -309,10 +309,16 @@ def lazyfree_alert_expr():
             f"{GO_NOT_DONTNEED}")
 
 
+def idle_buckets(by):
+    """nodesleuth_ipvs_established_idle_entries summed `by` its bound, which the exporter names `idle_le` (a gauge
+    may not carry `le`), copied to `le` for histogram_quantile and the heatmap."""
+    return (f"label_replace(sum by ({by}idle_le) ({sel('nodesleuth_ipvs_established_idle_entries')}), "
+            f'"le", "$1", "idle_le", "(.*)")')
+
+
 def idle_ratio_expr():
     q = param("NodesleuthIPVSIdleNearTimeout", "quantile")
-    return (f"histogram_quantile({q}, sum by (cluster, instance, le) "
-            f"({sel('nodesleuth_ipvs_established_idle_entries')})) / on (cluster, instance) "
+    return (f"histogram_quantile({q}, {idle_buckets('cluster, instance, ')}) / on (cluster, instance) "
             f"max by (cluster, instance) ({TCP_TIMEOUT})")
 
 
@@ -632,7 +638,7 @@ def ipvs(ctx):
                 "Node-wide ESTABLISHED TCP entries of the IPVS table by idle time (TCP timeout − expires), one "
                 "column per scrape. Cells in the top rows (idle close to the timeout, 900 s by default) are "
                 "connections about to be dropped; the panel to the right draws the timeout itself.",
-                [Target(f"sum by (le) ({sel('nodesleuth_ipvs_established_idle_entries')})", "{{le}}",
+                [Target(f"sum by (le) ({idle_buckets('')})", "{{le}}",
                         fmt="heatmap")],
                 "short", "s", w=12),
         timeseries("Longest idle entry per service vs TCP timeout",
@@ -640,8 +646,7 @@ def ipvs(ctx):
                    "TCP timeout. A service line touching the timeout line loses connections to orphaning.",
                    [Target(f"max by ({svc}) ({sel('nodesleuth_ipvs_established_idle_max_seconds')})",
                            "{{protocol}} {{virtual_address}}:{{virtual_port}} longest idle"),
-                    Target(f"histogram_quantile(0.99, sum by (le, instance) "
-                           f"({sel('nodesleuth_ipvs_established_idle_entries')}))", "{{instance}} p99 idle"),
+                    Target(f"histogram_quantile(0.99, {idle_buckets('instance, ')})", "{{instance}} p99 idle"),
                     Target(f"max by (instance) ({TCP_TIMEOUT})",
                            "{{instance}} IPVS TCP timeout")],
                    "s", w=12, min=0, overrides=[series_style("C", "red")]),
