@@ -312,8 +312,8 @@ def lazyfree_alert_expr():
 def idle_buckets(by):
     """nodesleuth_ipvs_established_idle_entries summed `by` its bound, which the exporter names `idle_le` (a gauge
     may not carry `le`), copied to `le` for histogram_quantile and the heatmap."""
-    return (f"label_replace(sum by ({by}idle_le) ({sel('nodesleuth_ipvs_established_idle_entries')}), "
-            f'"le", "$1", "idle_le", "(.*)")')
+    return (f"sum by ({by}le) (label_replace({sel('nodesleuth_ipvs_established_idle_entries')}, "
+            f'"le", "$1", "idle_le", "(.*)"))')
 
 
 def idle_ratio_expr():
@@ -638,7 +638,7 @@ def ipvs(ctx):
                 "Node-wide ESTABLISHED TCP entries of the IPVS table by idle time (TCP timeout − expires), one "
                 "column per scrape. Cells in the top rows (idle close to the timeout, 900 s by default) are "
                 "connections about to be dropped; the panel to the right draws the timeout itself.",
-                [Target(f"sum by (le) ({idle_buckets('')})", "{{le}}",
+                [Target(idle_buckets(""), "{{le}}",
                         fmt="heatmap")],
                 "short", "s", w=12),
         timeseries("Longest idle entry per service vs TCP timeout",
