@@ -765,12 +765,7 @@ def memory(ctx):
                    "memory pressure (then LazyFree is being reclaimed too).",
                    [Target(f"sum by ({grp}) ({sel('nodesleuth_process_swap_bytes', POD)}) > 0",
                            "{{namespace}}/{{pod}}/{{container}}")],
-                   "bytes", w=6),
-        stat("Quarantined processes",
-             "Processes the memory collector skipped because reading their /proc files hung (a process stuck in "
-             "the kernel, e.g. on a dead NFS mount). Anything above 0 deserves a look on that node.",
-             [Target(f"sum({sel('nodesleuth_memory_quarantined_processes')})", instant=True)],
-             "short", thresholds(("green", None), ("orange", 1)), w=6, h=8),
+                   "bytes", w=12),
     ]
     return dashboard("nodesleuth-memory", "nodesleuth / memory: LazyFree and Go runtimes",
                      "RSS split into RSS − LazyFree and LazyFree per container, and the Go runtimes that return "
