@@ -736,7 +736,8 @@ def memory(ctx):
                    "bytes", w=24, h=9, stack=True, overrides=[series_style("C", "red")]),
         table("LazyFree share per group",
               f"Per process group: RSS, LazyFree, RSS − LazyFree and LazyFree / RSS, largest share first. Red from "
-              f"{share:.0%} (NodesleuthGoMadvFreeRetention also needs {min_bytes >> 20} MiB of LazyFree and a Go runtime without madvdontneed=1).",
+              f"{share:.0%} (NodesleuthGoMadvFreeRetention also needs {min_bytes >> 20} MiB of LazyFree and a Go "
+              f"runtime without madvdontneed=1).",
               [Target(f"sum by ({grp}, process) ({rss})", instant=True, fmt="table"),
                Target(f"sum by ({grp}, process) ({lazy})", instant=True, fmt="table"),
                Target(f"sum by ({grp}, process) ({kept})", instant=True, fmt="table"),

@@ -13,7 +13,6 @@ live:   a real Prometheus 2.42 scrapes every second two real nodesleuth exporter
         the test created.
 """
 import atexit
-import ctypes  # noqa: F401  (used by the helper source below, kept here so a missing module fails early)
 import json
 import os
 import re
