@@ -61,7 +61,7 @@ def param(alert, key):
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
-# Label selectors. `$cluster` is single-valued (empty when the series carry no cluster label, which `=~""` matches);
+# Label selectors. `$cluster` is single-valued with "All" = `.*` (which also matches series without a cluster label);
 # the others are multi-valued with "All" = `.*`, which also matches the empty namespace/pod of host processes.
 NODE = 'cluster=~"$cluster", job=~"$job", instance=~"$instance"'
 POD = NODE + ', namespace=~"$namespace", pod=~"$pod"'
@@ -221,8 +221,11 @@ def variables(pod_metric=None, multi_cluster=False, runbook_base=""):
         {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
          "current": {"text": "default", "value": "default"}, "hide": 0, "options": [], "regex": "",
          "refresh": 1, "multi": False, "includeAll": False},
+        # hidden (kubernetes-mixin's showMultiCluster idea) and "All" by default: a single cluster has no cluster
+        # label at all, and a multi-cluster Prometheus seen through the default dashboards is merged, never silently
+        # cut to its first cluster
         var_query("cluster", "cluster", "label_values(nodesleuth_build_info, cluster)", multi=False,
-                  hide=0 if multi_cluster else 2, include_all=False),
+                  hide=0 if multi_cluster else 2),
         var_query("job", "job", 'label_values(nodesleuth_build_info{cluster=~"$cluster"}, job)', all_value=None),
         var_query("instance", "node (instance)",
                   'label_values(nodesleuth_build_info{cluster=~"$cluster", job=~"$job"}, instance)'),
