@@ -195,4 +195,11 @@ def lint_all(dashboards):
         if d.get("uid") in uids:
             errs.append(f"{name}: uid {d['uid']} also used by {uids[d['uid']]}")
         uids[d.get("uid")] = name
+    # links between dashboards point at dashboards that exist
+    for name, d in dashboards.items():
+        for path, key, v in walk(d):
+            if key == "url" and isinstance(v, str) and v.startswith("/d/"):
+                target = v[3:].split("?")[0].split("/")[0]
+                if target not in uids:
+                    errs.append(f"{name}: link to unknown dashboard uid {target} at {path}")
     return errs

@@ -111,6 +111,8 @@ def static():
          lambda c: first_panel(c["tcp"])["targets"][0].update(legendFormat="{{state}}")),
         ("duplicate uid", "also used by", lambda c: c["tcp"].update(uid="nodesleuth-ipvs")),
         ("uid without prefix", "must start with nodesleuth-", lambda c: c["tcp"].update(uid="tcp-dashboard")),
+        ("link to a dashboard that does not exist", "link to unknown dashboard uid nodesleuth-tcp",
+         lambda c: c["tcp"].update(uid="nodesleuth-tcp-v2")),
         ("schema violation (panel 30 columns wide)", "schema:",
          lambda c: first_panel(c["tcp"])["gridPos"].update(w=30)),
         ("overlapping panels", "overlap", lambda c: c["tcp"]["panels"][2]["gridPos"].update(x=6)),
