@@ -24,7 +24,7 @@ command -v cargo >/dev/null || die "cargo is not installed (Rust toolchain requi
 # `ip netns`, python3 for socket holders, g++ for libFuzzer, systemd and dbus for the real-systemd sandbox,
 # openssl and curl for the TLS test.
 packages=(prometheus prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter iproute2 util-linux
-          python3 g++ curl openssl systemd dbus buildah)
+          python3 g++ curl openssl systemd dbus buildah binutils tar)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,6 +40,12 @@ for tool in promtool prometheus-node-exporter prometheus-alertmanager prometheus
     command -v "$tool" >/dev/null || die "$tool is still missing after installing packages"
 done
 [ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing (package systemd)"
+# The rule, dashboard and deploy tests read YAML and validate JSON schemas.
+if ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+    step "installing Python modules: pyyaml jsonschema"
+    python3 -m pip install --quiet pyyaml jsonschema
+fi
+python3 -c 'import yaml, jsonschema' || die "python3 modules yaml and jsonschema are still missing"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
