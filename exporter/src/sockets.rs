@@ -491,27 +491,71 @@ fn read_tcp_file(
     })
 }
 
-/// Establishes what this kernel's per-namespace counters mean by building known sockets in a throwaway network
-/// namespace: one connection whose server side sits in CLOSE_WAIT and one whose client side sits in TIME_WAIT.
-/// Needs CAP_SYS_ADMIN; the namespace disappears with the thread.
+/// Establishes what this kernel's per-namespace counters mean by building known sockets and watching the counters:
+/// one connection whose server side sits in CLOSE_WAIT and one whose client side sits in TIME_WAIT. Preferably in a
+/// throwaway network namespace (needs CAP_SYS_ADMIN to make it and CAP_NET_ADMIN to bring its loopback up; it
+/// disappears with the thread); without CAP_NET_ADMIN, in the exporter's own namespace (a DaemonSet pod's, quiet),
+/// measured against a baseline and repeated until the readings are not disturbed by other sockets.
 pub fn probe_counter_semantics() -> Result<CounterSemantics, String> {
-    std::thread::Builder::new()
+    let private = std::thread::Builder::new()
         .name("nodesleuth-probe".into())
         .spawn(probe_in_private_namespace)
         .map_err(|e| e.to_string())?
         .join()
-        .map_err(|_| "probe thread panicked".to_string())?
+        .map_err(|_| "probe thread panicked".to_string())?;
+    match private {
+        Err(ProbeError::NoPrivateLoopback(why)) => {
+            tracing::debug!(reason = %why, "tcp: counter self-test in the exporter's own network namespace");
+            probe_counter_semantics_here(5)
+                .map_err(|e| format!("in a private namespace: {why}; in the exporter's own: {e}"))
+        }
+        Err(ProbeError::Failed(e)) => Err(e),
+        Ok(s) => Ok(s),
+    }
 }
 
-fn probe_in_private_namespace() -> Result<CounterSemantics, String> {
-    use std::net::{TcpListener, TcpStream};
+/// The self-test in the calling thread's current network namespace, tried up to `attempts` times while other
+/// sockets disturb it.
+pub fn probe_counter_semantics_here(attempts: usize) -> Result<CounterSemantics, String> {
+    let mut last = String::from("no attempt");
+    for _ in 0..attempts {
+        match probe_here() {
+            Ok(s) => return Ok(s),
+            Err(ProbeError::NoPrivateLoopback(e) | ProbeError::Failed(e)) => last = e,
+        }
+    }
+    Err(last)
+}
+
+enum ProbeError {
+    /// No private namespace with a working loopback could be made (missing capability): try the current one.
+    NoPrivateLoopback(String),
+    Failed(String),
+}
+
+impl From<String> for ProbeError {
+    fn from(e: String) -> Self {
+        ProbeError::Failed(e)
+    }
+}
+
+fn probe_in_private_namespace() -> Result<CounterSemantics, ProbeError> {
     // SAFETY: unshare(2) of this thread's network namespace only.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+        let e = std::io::Error::last_os_error();
+        return Err(ProbeError::NoPrivateLoopback(format!("unshare(CLONE_NEWNET): {e}")));
     }
-    loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+    loopback_up().map_err(|e| ProbeError::NoPrivateLoopback(format!("bringing lo up: {e}")))?;
+    probe_here()
+}
+
+/// The probe proper, in the calling thread's network namespace. Counts are taken relative to a baseline, and each
+/// comparison of the text table with a counter is bracketed by two table reads that must agree, so other sockets
+/// of the namespace (a scrape arriving) make the probe fail and be repeated rather than conclude wrongly.
+fn probe_here() -> Result<CounterSemantics, ProbeError> {
+    use std::net::{TcpListener, TcpStream};
     let read = |file: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).map_err(|e| e.to_string());
-    // Counts per state from the text table, plus FIN_WAIT2 timewait minisockets in slot 0 of a second array.
+    // Counts per state from the text table, and the FIN_WAIT2 timewait minisockets among them.
     let count_states = || -> Result<([u64; 11], u64), String> {
         let mut counts = [0u64; 11];
         let mut minisocks = 0;
@@ -527,6 +571,7 @@ fn probe_in_private_namespace() -> Result<CounterSemantics, String> {
         }
         Ok((counts, minisocks))
     };
+    let base = count_states()?.0;
     let wait_for = |pred: &dyn Fn(&[u64; 11]) -> bool| -> Result<([u64; 11], u64), String> {
         for _ in 0..400 {
             let c = count_states()?;
@@ -537,17 +582,29 @@ fn probe_in_private_namespace() -> Result<CounterSemantics, String> {
         }
         Err("sockets did not reach the expected states".into())
     };
+    // A counter read between two identical table reads.
+    let steady = |counter: &dyn Fn() -> Result<u64, String>| -> Result<(u64, [u64; 11], u64), String> {
+        let (before, minisocks) = count_states()?;
+        let value = counter()?;
+        if count_states()?.0 != before {
+            return Err("other sockets changed state during the probe".into());
+        }
+        Ok((value, before, minisocks))
+    };
+    let cw = TcpState::CloseWait.index();
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Connection A: the client closes, the server keeps its end → server CLOSE_WAIT (client: orphaned FIN_WAIT2).
     let client_a = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     let (server_a, _) = listener.accept().map_err(|e| e.to_string())?;
     drop(client_a);
-    let (counts, _) = wait_for(&|c| c[TcpState::CloseWait.index()] == 1)?;
-    let curr = netstat::snmp_tcp_curr_estab(&read("snmp")?).ok_or("no CurrEstab in snmp")?;
+    wait_for(&|c| c[cw] == base[cw] + 1)?;
+    let curr_estab = || netstat::snmp_tcp_curr_estab(&read("snmp")?).ok_or_else(|| "no CurrEstab in snmp".to_string());
+    let (curr, counts, _) = steady(&curr_estab)?;
     let est = counts[TcpState::Established.index()];
+    let close_wait = counts[cw];
     let includes_cw = match curr {
-        c if c == est + 1 => Some(true),
+        c if close_wait > 0 && c == est + close_wait => Some(true),
         c if c == est => Some(false),
         _ => None,
     };
@@ -555,11 +612,13 @@ fn probe_in_private_namespace() -> Result<CounterSemantics, String> {
     let client_b = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     let (server_b, _) = listener.accept().map_err(|e| e.to_string())?;
     drop(server_b);
-    wait_for(&|c| c[TcpState::CloseWait.index()] == 2)?;
+    wait_for(&|c| c[cw] == base[cw] + 2)?;
     drop(client_b);
-    let (counts, minisocks) = wait_for(&|c| c[TcpState::TimeWait.index()] >= 1)?;
-    let tw = netstat::sockstat_tcp_tw(&read("sockstat")?).ok_or("no tw in sockstat")?;
-    let time_wait = counts[TcpState::TimeWait.index()];
+    let tw_index = TcpState::TimeWait.index();
+    wait_for(&|c| c[tw_index] > base[tw_index])?;
+    let tw_counter = || netstat::sockstat_tcp_tw(&read("sockstat")?).ok_or_else(|| "no tw in sockstat".to_string());
+    let (tw, counts, minisocks) = steady(&tw_counter)?;
+    let time_wait = counts[tw_index];
     let includes_fw2 = match tw {
         t if minisocks > 0 && t == time_wait + minisocks => Some(true),
         t if t == time_wait => Some(false),

@@ -232,3 +232,35 @@ fn kernel_counter_self_test_enables_the_fast_path_on_this_kernel() {
         assert_eq!(s.curr_estab_includes_close_wait, Some(true), "kernel {release}");
     }
 }
+
+/// Without CAP_NET_ADMIN (the DaemonSet does not grant it) no private namespace with a working loopback can be made,
+/// so the self-test runs in the exporter's own namespace, among other sockets. Measured against a baseline, it must
+/// reach the same verdict as in an empty namespace: here in a namespace that already holds a listener, an
+/// ESTABLISHED pair, a CLOSE_WAIT and a TIME_WAIT socket of its own.
+#[test]
+fn counter_self_test_agrees_in_a_namespace_that_is_not_empty() {
+    require_root();
+    let empty = nodesleuth::sockets::probe_counter_semantics().expect("self-test");
+    let busy = std::thread::spawn(|| {
+        use std::net::{TcpListener, TcpStream};
+        // SAFETY: unshare(2) of this thread's network namespace only.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "{}", std::io::Error::last_os_error());
+        // A child started from this thread is in its namespace.
+        util::run("ip", &["link", "set", "lo", "up"]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _established = (TcpStream::connect(addr).unwrap(), listener.accept().unwrap());
+        let (client, server) = (TcpStream::connect(addr).unwrap(), listener.accept().unwrap());
+        drop(client); // server side: CLOSE_WAIT
+        let (client_tw, server_tw) = (TcpStream::connect(addr).unwrap(), listener.accept().unwrap());
+        drop(server_tw);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(client_tw); // server side: TIME_WAIT
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let verdict = nodesleuth::sockets::probe_counter_semantics_here(20);
+        drop(server);
+        verdict
+    });
+    let busy = busy.join().unwrap().expect("self-test among other sockets");
+    assert_eq!(busy, empty);
+}
