@@ -626,9 +626,13 @@ sum by ({NODE_BY}) (increase(nodesleuth_systemd_installed_jobs_total{{<<sel:node
         "for": "15m",
         "params": {},
         "meaning": "One nodesleuth collector has failed (error, timeout or malformed input) on every scrape for a "
-        "long time; its metrics are missing or partial.",
+        "long time; its metrics are missing or partial (the systemd collector while systemd is down is left to the "
+        "systemd alerts).",
+        # A hung systemd or a dead bus makes the systemd collector report failure; that is the systemd alerts' job.
         "expr": f"""\
-max by ({NODE_BY}, collector) (nodesleuth_scrape_collector_success{{<<sel:nodesleuth>>}}) == 0""",
+max by ({NODE_BY}, collector) (nodesleuth_scrape_collector_success{{<<sel:nodesleuth>>}}) == 0
+unless on ({NODE_BY}, collector)
+label_replace(max by ({NODE_BY}) (nodesleuth_systemd_up{{<<sel:nodesleuth>>}}) == 0, "collector", "systemd", "", "")""",
         "summary": "nodesleuth collector {{ $labels.collector }} fails on <<node>>",
         "description": "The {{ $labels.collector }} collector of nodesleuth on node <<node>> has reported failure "
         "on every scrape for <<for>>; its series are missing or partial. The exporter logs the reason once.",
