@@ -65,5 +65,10 @@ if [ "${RULES_SKIP_LIVE:-}" != 1 ]; then
   if python3 "$HERE/tests/inhibit_test.py" "$HERE/dist/alertmanager-inhibit-rules.yaml"; then ok "inhibition with the real Alertmanager"; else bad "inhibition with the real Alertmanager"; fi
 fi
 
+# 6. alerts that really fire: real Prometheus 2.42, the real exporter, real sockets / memory / systemd
+if [ "${RULES_SKIP_LIVE:-}" != 1 ]; then
+  if python3 "$HERE/tests/live_test.py"; then ok "alerts fire for real (Prometheus + exporter)"; else bad "alerts that really fire"; fi
+fi
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
