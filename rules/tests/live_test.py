@@ -24,6 +24,11 @@ The rules are rendered from rules/alerts.py with one configuration change, `for_
   exporter/tests/systemd_live.rs), 20 leaked libcontainer_*_systemd_test_default.slice units
   -> NodesleuthSystemdLeakedProbeSlices; then PID 1 frozen with SIGSTOP -> NodesleuthSystemdUnresponsive (and the
   slices alert resolves: a frozen systemd reports no units); thawed -> NodesleuthSystemdUnresponsive resolves.
+- what cannot run here is a strict loopback fake: the kubelet's /metrics/probes (shop/api-0's liveness probe fails
+  every scrape), kube-state-metrics (its restarts count up) and cAdvisor (shop/cache-0's working set = the real RSS of
+  its processes, limit 330 MiB) -> NodesleuthContainerHungRestarting and NodesleuthContainerLivenessRestarting (real
+  CLOSE_WAIT of shop/api-0), NodesleuthMemoryLimitNearButLazyFree (real LazyFree of shop/cache-0)
+- finally the exporter is killed -> NodesleuthExporterDown.
 
 Each expected alert must reach `firing` in /api/v1/alerts with its pod/process/port labels; no other nodesleuth
 alert may fire about anything this test made (alerts about other processes of this shared machine, e.g. another
@@ -203,6 +208,57 @@ time.sleep(0.3)
 print("READY " + json.dumps({"queue_port": q.getsockname()[1]}), flush=True)
 while True:
     time.sleep(3600)
+"""
+
+
+# ------------------------------------------------------------------ loopback fakes of what cannot run here
+FAKE_K8S = r"""
+# Strict loopback fakes of the kubelet's /metrics/probes and /metrics/cadvisor and of kube-state-metrics (no kubelet,
+# no API server on this machine). The probe of shop/api-0 fails at every scrape and the container restarts every
+# other scrape (what a liveness probe does to a hung container); the cAdvisor working set of shop/cache-0 is the real
+# RSS of its processes (read from /proc), against a 330 MiB limit. Anything else is 404.
+import http.server, sys
+port, cache_pids = int(sys.argv[1]), [int(p) for p in sys.argv[2].split(",")]
+state = {"probes": 0, "ksm": 0}
+LIMIT = 330 * 1048576
+
+def rss(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/metrics/probes":
+            state["probes"] += 1
+            body = ('prober_probe_total{namespace="shop",pod="api-0",container="api",probe_type="Liveness",result="failed"} %d\n'
+                    'prober_probe_total{namespace="shop",pod="api-0",container="api",probe_type="Liveness",result="successful"} 3\n'
+                    % state["probes"])
+        elif self.path == "/metrics/cadvisor":
+            ws = sum(rss(p) for p in cache_pids)
+            body = ('container_memory_working_set_bytes{namespace="shop",pod="cache-0",container="cache",image="cache:1"} %d\n'
+                    'container_spec_memory_limit_bytes{namespace="shop",pod="cache-0",container="cache",image="cache:1"} %d\n'
+                    % (ws, LIMIT))
+        elif self.path == "/metrics":
+            state["ksm"] += 1
+            body = 'kube_pod_container_status_restarts_total{namespace="shop",pod="api-0",container="api"} %d\n' % (state["ksm"] // 2)
+        else:
+            self.send_response(404); self.end_headers(); return
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 """
 
 
@@ -473,6 +529,8 @@ def body(work):
                          "--collector.memory.process-include=(api-go|cw-server|cw-client|q-host)",
                          "--collector.tcp.owner-search-budget=1s"],
           stdout=ex_log, stderr=subprocess.STDOUT)
+    fake_port = free_port()
+    spawn("fake-k8s", ["python3", "-c", FAKE_K8S, str(fake_port), f"{hog.pid},{go.pid}"])
     prom_port = free_port()
     DEBUG.update(exporter=ex_port, log=os.path.join(work, "exporter.log"), prom=prom_port)
     pcfg = os.path.join(work, "prometheus.yml")
@@ -487,7 +545,21 @@ scrape_configs:
     static_configs: [{{targets: ['127.0.0.1:{ex_port}'], labels: {{node: testnode}}}}]
   - job_name: node-exporter
     static_configs: [{{targets: ['127.0.0.1:{ne_port}'], labels: {{node: testnode}}}}]
+  - job_name: kubelet-probes
+    metrics_path: /metrics/probes
+    static_configs: [{{targets: ['127.0.0.1:{fake_port}'], labels: {{job: kubelet, metrics_path: /metrics/probes, node: testnode}}}}]
+  - job_name: kubelet-cadvisor
+    metrics_path: /metrics/cadvisor
+    static_configs: [{{targets: ['127.0.0.1:{fake_port}'], labels: {{job: kubelet, metrics_path: /metrics/cadvisor, node: testnode}}}}]
+  - job_name: kube-state-metrics
+    static_configs: [{{targets: ['127.0.0.1:{fake_port}']}}]
 """)
+    for _ in range(100):
+        try:
+            http_get(f"http://127.0.0.1:{fake_port}/metrics/cadvisor", 1)
+            break
+        except OSError:
+            time.sleep(0.1)
     spawn("prometheus", ["prometheus", f"--config.file={pcfg}", f"--storage.tsdb.path={work}/tsdb",
                          f"--web.listen-address=127.0.0.1:{prom_port}"],
           stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "prometheus.log"), "w"))
@@ -517,6 +589,9 @@ scrape_configs:
         ("NodesleuthNodeListenOverflows", {"node": "testnode", "instance": f"127.0.0.1:{ne_port}"}),
         ("NodesleuthGoMadvFreeRetention", {"namespace": "shop", "pod": "cache-0", "container": "cache",
                                            "process": "api-go", "madvdontneed": "0"}),
+        ("NodesleuthContainerHungRestarting", {"namespace": "shop", "pod": "api-0", "container": "api"}),
+        ("NodesleuthContainerLivenessRestarting", {"namespace": "shop", "pod": "api-0", "container": "api"}),
+        ("NodesleuthMemoryLimitNearButLazyFree", {"namespace": "shop", "pod": "cache-0", "container": "cache"}),
         ("NodesleuthSystemdLeakedProbeSlices", {"node": "testnode", "instance": f"127.0.0.1:{ex_port}"}),
     ]
     current = wait_for(prom_port, expected)
@@ -550,6 +625,15 @@ scrape_configs:
     h.wait()
     wait_for(prom_port, [], gone=expected[:2])
     ok("CLOSE_WAIT holder gone: NodesleuthTCPCloseWaitPileUp and its AcceptQueueFull resolved")
+
+    # 7. the exporter itself gone: the target is down
+    ex = next(p for n, p in procs if n == "nodesleuth")
+    ex.kill()
+    ex.wait()
+    down = ("NodesleuthExporterDown", {"job": "nodesleuth", "instance": f"127.0.0.1:{ex_port}", "node": "testnode"})
+    current = wait_for(prom_port, [down])
+    if any(matches(a, *down) and a["state"] == "firing" for a in current):
+        ok("exporter killed: NodesleuthExporterDown firing")
 
 
 if __name__ == "__main__":
