@@ -159,7 +159,7 @@ deriv(nodesleuth:tcp_close_wait_sockets:sum{local_port!="(ephemeral)"}[<<window>
         "its side; the count has not gone down over <<window>> (threshold <<threshold>>). A process that stops "
         "closing sockets is usually hung or leaking; take a goroutine/thread dump before it is restarted, the "
         "evidence disappears with the restart.",
-        "summary_zh": "CLOSE_WAIT 堆积：{{ if $labels.process }}进程 {{ $labels.process }}{{ else }}未识别的进程"
+        "summary_zh": "CLOSE_WAIT 堆积：{{ if $labels.process }}进程 {{ $labels.process }} {{ else }}未识别的进程"
         "{{ end }}在端口 {{ $labels.local_port }} 上有 {{ $value }} 个 CLOSE_WAIT 连接，位于<<where_zh>>",
         "description_zh": "<<where_zh>>中{{ with $labels.container }}容器“{{ . }}”的{{ end }}进程“{{ $labels.process }}”在端口 "
         "{{ $labels.local_port }} 上有 {{ $value }} 个连接已被客户端关闭，但进程一直没有关闭自己这一端；"
@@ -185,7 +185,7 @@ deriv(nodesleuth:tcp_close_wait_sockets:sum{local_port="(ephemeral)"}[<<window>>
         '{{ with $labels.container }} (container "{{ . }}"){{ end }} in <<where>> opened, and the process never closed them; the count has not gone '
         "down over <<window>> (threshold <<threshold>>). Its client or connection pool keeps dead connections: "
         "each one holds a file descriptor, and a request sent on one fails.",
-        "summary_zh": "客户端连接泄漏：{{ if $labels.process }}进程 {{ $labels.process }}{{ else }}未识别的进程"
+        "summary_zh": "客户端连接泄漏：{{ if $labels.process }}进程 {{ $labels.process }} {{ else }}未识别的进程"
         "{{ end }}有 {{ $value }} 个主动发起的连接处于 CLOSE_WAIT，位于<<where_zh>>",
         "description_zh": "<<where_zh>>中{{ with $labels.container }}容器“{{ . }}”的{{ end }}进程“{{ $labels.process }}”主动建立的 "
         "{{ $value }} 个连接已被服务端关闭，但进程一直没有关闭；过去 <<window>> 内数量没有下降（阈值 <<threshold>>）。"
