@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render the nodesleuth alert-rule library (rules/alerts.py) into its shipped forms.
 
-    python3 rules/render.py [--config my.toml] [--out DIR] [--print-defaults]
+    python3 rules/render.py [--config my.toml] [--out DIR] [--print-defaults] [--check]
 
 Writes into DIR (default: rules/dist next to this file):
   nodesleuth.rules.yaml              plain Prometheus rule file (rule_files:, promtool, Thanos/Mimir rulers)
@@ -353,6 +353,8 @@ def main():
     ap.add_argument("--config", help="TOML file overriding defaults (see dist/defaults.toml)")
     ap.add_argument("--out", help="output directory (default: rules/dist)")
     ap.add_argument("--print-defaults", action="store_true", help="print defaults.toml and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 when rules/dist or the README table differ from a fresh render")
     args = ap.parse_args()
     if args.print_defaults:
         sys.stdout.write(render_defaults())
@@ -360,7 +362,6 @@ def main():
     cfg = load_config(args.config)
     groups = build(cfg)
     out = args.out or os.path.join(HERE, "dist")
-    os.makedirs(out, exist_ok=True)
     files = {
         "nodesleuth.rules.yaml": render_rules_file(groups),
         "nodesleuth.prometheusrule.yaml": render_prometheusrule(groups, cfg),
@@ -368,17 +369,34 @@ def main():
         "alerts.json": alert_list(cfg),
         "defaults.toml": render_defaults(),
     }
+    readme = os.path.join(HERE, "README.md")
+    with open(readme, encoding="utf-8") as f:
+        old_readme = f.read()
+    a, b = old_readme.index(BEGIN), old_readme.index(END)
+    new_readme = old_readme[: a + len(BEGIN)] + "\n" + readme_table(cfg) + "\n" + old_readme[b:]
+    if args.check:
+        stale = []
+        for name, text in files.items():
+            try:
+                with open(os.path.join(out, name), encoding="utf-8") as f:
+                    if f.read() != text:
+                        stale.append(name)
+            except FileNotFoundError:
+                stale.append(name)
+        extra = sorted(set(os.listdir(out)) - set(files)) if os.path.isdir(out) else []
+        if not args.out and new_readme != old_readme:
+            stale.append("README.md alert table")
+        if stale or extra:
+            print(f"stale: {', '.join(stale + extra)} (run: python3 rules/render.py)", file=sys.stderr)
+            sys.exit(1)
+        return
+    os.makedirs(out, exist_ok=True)
     for name, text in files.items():
         with open(os.path.join(out, name), "w", encoding="utf-8") as f:
             f.write(text)
     if not args.out:
-        readme = os.path.join(HERE, "README.md")
-        with open(readme, encoding="utf-8") as f:
-            text = f.read()
-        a, b = text.index(BEGIN), text.index(END)
-        text = text[: a + len(BEGIN)] + "\n" + readme_table(cfg) + "\n" + text[b:]
         with open(readme, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(new_readme)
 
 
 if __name__ == "__main__":

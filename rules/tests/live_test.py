@@ -432,7 +432,7 @@ def check_no_others(current, expected, ours):
 def main():
     if os.geteuid() != 0:
         die("run as root (network namespaces, cgroups, a systemd sandbox)")
-    for tool in ("prometheus", "prometheus-node-exporter", "ip", "cc", "unshare", "busctl"):
+    for tool in ("prometheus", "prometheus-node-exporter", "ip", "cc", "unshare", "busctl", "dbus-daemon"):
         if not shutil.which(tool):
             die(f"missing tool {tool} (Debian: prometheus, prometheus-node-exporter, iproute2, gcc, util-linux, systemd)")
     if not os.access(BIN, os.X_OK):
