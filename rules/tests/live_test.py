@@ -12,7 +12,8 @@ The rules are rendered from rules/alerts.py with one configuration change, `for_
   a second listener whose accept queue is full (backlog 4, 5 handshakes waiting)
   -> NodesleuthTCPCloseWaitPileUp, NodesleuthTCPAcceptQueueFull
 - pod batch/worker-0 (own namespace): process `cw-client` holding 110 connections the server closed (client side)
-  -> NodesleuthTCPCloseWaitClientLeak with local_port="(ephemeral)"
+  -> NodesleuthTCPCloseWaitClientLeak with local_port="(ephemeral)"; beside it `cw-small` with 60 CLOSE_WAIT and an
+  accept queue of 3 in a backlog of 8, below the thresholds -> must not fire
 - host network namespace: a listener with backlog 1 and 4 clients; node_exporter (netstat collector, scraped as job
   node-exporter) sees the kernel's ListenOverflows rise
   -> NodesleuthTCPAcceptQueueFull{netns="host"}, NodesleuthNodeListenOverflows
@@ -493,6 +494,11 @@ def body(work):
     c = spawn("client", ns_worker.cmd("python3", "-c", CLIENT_LEAK, "110"), stdout=subprocess.PIPE, text=True)
     read_ready(c, "READY")
     worker.add(c.pid)
+    # below the thresholds in the same pod: 60 CLOSE_WAIT (threshold 100), 3 waiting in a backlog of 8: must stay quiet
+    small = spawn("small", ns_worker.cmd("python3", "-c", holder_src, "cw-small", "60", "0", "0", "8", "3"),
+                  stdout=subprocess.PIPE, text=True)
+    read_ready(small, "READY")
+    worker.add(small.pid)
     q = spawn("hostq", ["python3", "-c", HOST_QUEUE], stdout=subprocess.PIPE, text=True)
     host_queue_port = str(json.loads(read_ready(q, "READY")[6:])["queue_port"])
 
@@ -526,7 +532,7 @@ def body(work):
     ex_log = open(os.path.join(work, "exporter.log"), "w")
     spawn("nodesleuth", [BIN, f"--web.listen-address=127.0.0.1:{ex_port}", f"--path.pod-logs={logs}/pods",
                          f"--path.container-logs={logs}/containers", f"--collector.systemd.address={sb.address}",
-                         "--collector.memory.process-include=(api-go|cw-server|cw-client|q-host)",
+                         "--collector.memory.process-include=(api-go|cw-server|cw-client|cw-small|q-host)",
                          "--collector.tcp.owner-search-budget=1s"],
           stdout=ex_log, stderr=subprocess.STDOUT)
     fake_port = free_port()
@@ -576,7 +582,7 @@ scrape_configs:
     ok(f"Prometheus loaded {len(rules['data']['groups'])} groups, {n_alerting} alerting rules")
 
     ours = {"netns": {ns_api.name, ns_worker.name}, "pods": {"api-0", "worker-0", "cache-0"},
-            "procs": {"cw-server", "cw-client", "q-host", "api-go"}}
+            "procs": {"cw-server", "cw-client", "cw-small", "q-host", "api-go"}}
     expected = [
         ("NodesleuthTCPCloseWaitPileUp", {"namespace": "shop", "pod": "api-0", "container": "api", "process": "cw-server",
                                           "local_port": cw_port, "netns": ns_api.name, "node": "testnode"}),
@@ -603,6 +609,13 @@ scrape_configs:
                 fail(f"{n}: annotations {a['annotations']}")
     time.sleep(3)
     check_no_others(alerts(prom_port), expected, ours)
+    # the quiet one is quiet because of the thresholds, not for lack of data
+    q = urllib.parse.quote(f'nodesleuth:tcp_close_wait_sockets:sum{{process="cw-small", netns="{ns_worker.name}"}}')
+    res = json.loads(http_get(f"http://127.0.0.1:{prom_port}/api/v1/query?query={q}"))["data"]["result"]
+    if [r["value"][1] for r in res] == ["60"] and res[0]["metric"].get("pod") == "worker-0":
+        ok("cw-small's 60 CLOSE_WAIT reached Prometheus (pod batch/worker-0) and fire nothing")
+    else:
+        fail(f"cw-small's CLOSE_WAIT not seen as 60: {res}")
     print("# summaries: " + json.dumps(sorted({a["annotations"]["summary"] for a in alerts(prom_port)}), ensure_ascii=False))
 
     # 4. systemd frozen: unresponsive fires; the slices alert resolves (no unit data while systemd is down)
