@@ -84,6 +84,10 @@ pub struct AlertView {
     pub severity: String,
     pub summary: String,
     pub description: String,
+    /// `summary_zh` / `description_zh` annotations when present (the rule library writes them for people paged in
+    /// Chinese), otherwise the same text as `summary` / `description`: the zh template can always use these.
+    pub summary_zh: String,
+    pub description_zh: String,
     /// The target's key labels present on the alert, in configured order.
     pub labels: Vec<LabelView>,
     /// All labels.
@@ -311,6 +315,8 @@ impl Renderer {
             a.labels.iter().map(|(k, v)| LabelView { name: markdown::inline(k), value: markdown::inline(v) }).collect();
         let annotations = a.annotations.iter().map(|(k, v)| (k.clone(), markdown::block(v))).collect();
         let summary = if ann("summary").is_empty() { ann("message") } else { ann("summary") };
+        let summary_zh = if ann("summary_zh").is_empty() { summary } else { ann("summary_zh") };
+        let description_zh = if ann("description_zh").is_empty() { ann("description") } else { ann("description_zh") };
         let runbook =
             [ann("runbook_url"), ann("runbook")].into_iter().find_map(markdown::link_target).unwrap_or_default();
         AlertView {
@@ -319,6 +325,8 @@ impl Renderer {
             severity: markdown::inline(label("severity")),
             summary: markdown::inline(summary),
             description: markdown::block(ann("description")),
+            summary_zh: markdown::inline(summary_zh),
+            description_zh: markdown::block(description_zh),
             labels,
             all_labels,
             annotations,
@@ -562,7 +570,7 @@ impl Renderer {
                 .map(|e| {
                     let mut e = (*e).clone();
                     let v = &mut e.view;
-                    for field in [&mut v.description, &mut v.summary] {
+                    for field in [&mut v.description, &mut v.summary, &mut v.description_zh, &mut v.summary_zh] {
                         cut_chars(field, limit, marker);
                     }
                     for l in v.labels.iter_mut().chain(v.all_labels.iter_mut()) {
@@ -779,6 +787,50 @@ mod tests {
         let cfg = FileConfig::from_yaml(y, Path::new("t.yaml")).unwrap();
         let err = Renderer::new("t", &cfg.targets["t"], Path::new(".")).err().unwrap().to_string();
         assert!(err.contains("user ids"), "{err}");
+    }
+
+    #[test]
+    fn zh_template_prefers_chinese_annotations_and_falls_back() {
+        let n: Notification = serde_json::from_value(serde_json::json!({"status": "firing", "receiver": "r",
+            "groupKey": "g", "externalURL": "http://am:9093", "alerts": [
+                {"status": "firing", "labels": {"alertname": "NodesleuthTCPCloseWaitPileUp", "severity": "warning"},
+                 "annotations": {"summary": "CLOSE_WAIT pile-up: api holds 162 sockets",
+                                 "description": "Clients closed 162 connections",
+                                 "summary_zh": "连接堆积：进程 api 有 162 个连接",
+                                 "description_zh": "有 162 个连接已被客户端关闭"},
+                 "startsAt": "2024-05-01T10:00:00Z", "fingerprint": "0000000000000001"},
+                {"status": "firing", "labels": {"alertname": "Plain", "severity": "info"},
+                 "annotations": {"summary": "english only summary", "description": "english only description"},
+                 "startsAt": "2024-05-01T10:00:00Z", "fingerprint": "0000000000000002"},
+                {"status": "firing", "labels": {"alertname": "HalfZh", "severity": "info"},
+                 "annotations": {"summary": "english summary", "summary_zh": "中文摘要",
+                                 "description": "english description"},
+                 "startsAt": "2024-05-01T10:00:00Z", "fingerprint": "0000000000000003"}]}))
+        .unwrap();
+        let text = |yaml: &str| {
+            let r = renderer(yaml);
+            let es = entries(&r, &n);
+            let msgs = r.pack(&es.iter().collect::<Vec<_>>()).unwrap();
+            assert_eq!(msgs.len(), 1);
+            let v: serde_json::Value = serde_json::from_slice(&msgs[0].body).unwrap();
+            v["markdown"]["content"].as_str().unwrap().to_string()
+        };
+        let zh = text("targets:\n  t:\n    kind: wecom\n    url: http://x\n    language: zh\n");
+        assert!(zh.contains("- 摘要：连接堆积：进程 api 有 162 个连接"), "{zh}");
+        assert!(zh.contains("- 详情：有 162 个连接已被客户端关闭"), "{zh}");
+        assert!(!zh.contains("pile-up: api holds") && !zh.contains("Clients closed"), "{zh}");
+        // no Chinese annotations: the English ones, not nothing
+        assert!(zh.contains("- 摘要：english only summary") && zh.contains("- 详情：english only description"), "{zh}");
+        // each annotation falls back on its own
+        assert!(zh.contains("- 摘要：中文摘要") && zh.contains("- 详情：english description"), "{zh}");
+        let en = text("targets:\n  t:\n    kind: wecom\n    url: http://x\n    language: en\n");
+        assert!(en.contains("pile-up: api holds 162 sockets") && !en.contains("堆积"), "{en}");
+        // a Chinese annotation is defused like every other text
+        let mut m = n.clone();
+        m.alerts[0].annotations.insert("summary_zh".into(), "[点我](http://evil.example) **粗体**".into());
+        let r = renderer("targets:\n  t:\n    kind: wecom\n    url: http://x\n");
+        let v = r.view(&m, &m.alerts[0]);
+        assert!(!v.summary_zh.contains("](http"), "{}", v.summary_zh);
     }
 
     #[test]
