@@ -447,7 +447,9 @@ sum by (<<C>><<N>>instance, namespace, pod, netns, virtual_address, virtual_port
         "meaning": "The longest-idle ESTABLISHED IPVS connections on a node get close to the IPVS TCP timeout: "
         "long calls will soon be cut off.",
         "expr": f"""\
-histogram_quantile(<<quantile>>, sum by ({NODE_BY}, le) (nodesleuth_ipvs_established_idle_entries{{<<sel:nodesleuth>>}}))
+histogram_quantile(<<quantile>>, sum by ({NODE_BY}, le) (
+  label_replace(nodesleuth_ipvs_established_idle_entries{{<<sel:nodesleuth>>}}, "le", "$1", "idle_le", "(.*)")
+))
 / on ({NODE_BY})
 max by ({NODE_BY}) (nodesleuth_ipvs_timeout_seconds{{<<sel:nodesleuth>>, timeout="tcp"}})
 >= <<ratio>>""",
