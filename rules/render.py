@@ -339,11 +339,11 @@ def render_defaults():
 BEGIN, END = "<!-- BEGIN ALERT TABLE (rules/render.py) -->", "<!-- END ALERT TABLE -->"
 
 
-def readme_table(cfg):
+def readme_table(cfg, runbooks="../docs/runbooks/"):
     rows = ["| alert | severity | group | meaning | runbook |", "|---|---|---|---|---|"]
     for a in json.loads(alert_list(cfg))["alerts"]:
         on = "" if a["enabled"] else " (off by default)"
-        rb = f"[runbook](../docs/runbooks/{a['alert']}.md)"
+        rb = f"[runbook]({runbooks}{a['alert']}.md)"
         rows.append(f"| `{a['alert']}` | {a['severity']} | `{a['group']}`{on} | {a['meaning']} | {rb} |")
     return "\n".join(rows)
 
@@ -369,11 +369,14 @@ def main():
         "alerts.json": alert_list(cfg),
         "defaults.toml": render_defaults(),
     }
-    readme = os.path.join(HERE, "README.md")
-    with open(readme, encoding="utf-8") as f:
-        old_readme = f.read()
-    a, b = old_readme.index(BEGIN), old_readme.index(END)
-    new_readme = old_readme[: a + len(BEGIN)] + "\n" + readme_table(cfg) + "\n" + old_readme[b:]
+    # The alert table stands in rules/README.md and in the project's README.md (links relative to each).
+    readmes = []
+    for path, runbooks in [(os.path.join(HERE, "README.md"), "../docs/runbooks/"),
+                           (os.path.join(HERE, "..", "README.md"), "docs/runbooks/")]:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+        a, b = old.index(BEGIN), old.index(END)
+        readmes.append((path, old, old[: a + len(BEGIN)] + "\n" + readme_table(cfg, runbooks) + "\n" + old[b:]))
     if args.check:
         stale = []
         for name, text in files.items():
@@ -384,8 +387,9 @@ def main():
             except FileNotFoundError:
                 stale.append(name)
         extra = sorted(set(os.listdir(out)) - set(files)) if os.path.isdir(out) else []
-        if not args.out and new_readme != old_readme:
-            stale.append("README.md alert table")
+        for path, old, new in readmes:
+            if not args.out and new != old:
+                stale.append(f"{os.path.relpath(path, os.path.join(HERE, '..'))} alert table")
         if stale or extra:
             print(f"stale: {', '.join(stale + extra)} (run: python3 rules/render.py)", file=sys.stderr)
             sys.exit(1)
@@ -395,8 +399,9 @@ def main():
         with open(os.path.join(out, name), "w", encoding="utf-8") as f:
             f.write(text)
     if not args.out:
-        with open(readme, "w", encoding="utf-8") as f:
-            f.write(new_readme)
+        for path, _, new in readmes:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(new)
 
 
 if __name__ == "__main__":
