@@ -214,3 +214,157 @@ fn churn_and_unreadable_files_are_not_noise() {
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+/// A process whose mmap-lock reads hang (`tests/helpers/stuck.c`: a FUSE server that never answers a read, and a
+/// victim holding its mmap lock in that read with a writer queued). Always cleaned up: dropping the server's
+/// stdin makes it abort the FUSE connection and kill and reap the victim; the server is then killed and reaped.
+struct Stuck {
+    server: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    victim: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Stuck {
+    fn start(bin: &Path) -> Stuck {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut server = Command::new(bin)
+            .arg(&mnt)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stuck helper");
+        let stdin = server.stdin.take();
+        let stdout = BufReader::new(server.stdout.take().unwrap());
+        let mut s = Stuck { server, stdin, stdout, victim: 0, _dir: dir };
+        let line = s.line();
+        s.victim = line
+            .strip_prefix("STUCK ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("stuck helper said {line:?}, not STUCK <pid>"));
+        s
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
+    }
+
+    /// Answers the pending FUSE read: the victim becomes readable.
+    fn release(&mut self) {
+        writeln!(self.stdin.as_mut().unwrap(), "release").unwrap();
+        assert_eq!(self.line().trim(), "RELEASED");
+    }
+}
+
+impl Drop for Stuck {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // The victim dies with the server (parent-death signal); this is only a safety net.
+        if self.victim != 0 && Path::new(&format!("/proc/{}", self.victim)).exists() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(self.victim as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn build_stuck(dir: &Path) -> PathBuf {
+    let cc = require_tool("cc");
+    let src = util::repo_root().join("exporter/tests/helpers/stuck.c");
+    let out = dir.join("nsstuck");
+    let st = Command::new(cc)
+        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(st.success(), "cc {} failed", src.display());
+    out
+}
+
+/// Reads `/proc/<pid>/smaps_rollup` on a thread; returns whether it answered within `limit`, and the thread (it
+/// stays blocked while the process is stuck, and returns once it is released or killed).
+fn read_returns_within(pid: u32, limit: Duration) -> (bool, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let _ = std::fs::read(format!("/proc/{pid}/smaps_rollup"));
+        let _ = tx.send(());
+    });
+    (rx.recv_timeout(limit).is_ok(), t)
+}
+
+/// Issue 9, item 3: a process hung in the kernel with its mmap lock held must not disable the memory collector.
+/// With two such processes and a MADV_FREE process beside them, every scrape answers in time with memory
+/// success 1, the rest of the node (the MADV_FREE process's LazyFree included) is reported, the two are counted
+/// as quarantined and logged once each; after one is released and the other killed, the gauge returns to 0 and
+/// the released process is measured again.
+#[test]
+fn a_hung_process_is_quarantined_and_the_node_still_reported() {
+    require_root();
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: load the fuse module (modprobe fuse)");
+    let dir = tempfile::tempdir().unwrap();
+    let stuck_bin = build_stuck(dir.path());
+    let mut madv = Helper::start(&build_helper(dir.path(), "nsmadvfree"), "free");
+    madv.release();
+    let mut released = Stuck::start(&stuck_bin);
+    let killed = Stuck::start(&stuck_bin);
+    // The fixture is real: a read of the victim's smaps_rollup blocks.
+    let (answered, blocked_reader) = read_returns_within(released.victim, Duration::from_secs(2));
+    assert!(!answered, "smaps_rollup of the stuck victim answered: the helper does not reproduce a hang");
+
+    let e = exporter(&["--collector.memory.read-timeout=500ms", "--log.level=debug"]);
+    for round in 0..4 {
+        let t0 = Instant::now();
+        let m = e.scrape();
+        // A bound against hanging, not a timing assertion: the collector timeout is 8 s.
+        assert!(t0.elapsed() < Duration::from_secs(8), "scrape {round} took {:?}", t0.elapsed());
+        assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "memory")]), Some(1.0), "{m}");
+        assert_eq!(sample(&m, "nodesleuth_memory_quarantined_processes", &[]), Some(2.0), "round {round}:\n{m}");
+        assert!(host_group(&m, "nodesleuth_process_lazyfree_bytes", "nsmadvfree") >= 200.0 * MIB, "{m}");
+        assert!(host_group(&m, "nodesleuth_processes", "nsstuck") >= 2.0, "the FUSE servers are readable");
+        assert!(samples(&m, "nodesleuth_processes", &[("process", "nsstuck-victim")]).is_empty(), "{m}");
+    }
+    let log = e.log();
+    for victim in [released.victim, killed.victim] {
+        let lines: Vec<&str> =
+            log.lines().filter(|l| l.contains("quarantined") && l.contains(&format!("pid={victim}"))).collect();
+        assert_eq!(lines.len(), 1, "logged once per process:\n{log}");
+        assert!(lines[0].contains("nsstuck-victim"), "{}", lines[0]);
+    }
+
+    // Release one and kill the other: the killed one is gone at once, the released one is read again after the
+    // back-off (10 s) that follows the return of its stuck read.
+    released.release();
+    drop(killed);
+    blocked_reader.join().unwrap();
+    let m = e.scrape();
+    assert_eq!(sample(&m, "nodesleuth_memory_quarantined_processes", &[]), Some(1.0), "{m}");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let m = e.scrape();
+        assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "memory")]), Some(1.0), "{m}");
+        if sample(&m, "nodesleuth_memory_quarantined_processes", &[]) == Some(0.0) {
+            assert_eq!(host_group(&m, "nodesleuth_processes", "nsstuck-victim"), 1.0, "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the released process was never read again:\n{m}\n{}", e.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = e.log();
+    assert!(log.contains("returned") && log.contains("readable again"), "{log}");
+    assert!(!log.contains("collector failed") && !log.contains("panicked"), "{log}");
+}
