@@ -14,6 +14,14 @@ use util::{Exporter, require_root, require_tool, sample, samples};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Held by the tests that read every process of the machine and by the one that makes processes hang, so that
+/// the hung processes never show up in another test's exporter (tests of one binary run in parallel).
+static WHOLE_MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn whole_machine() -> std::sync::MutexGuard<'static, ()> {
+    WHOLE_MACHINE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Builds the helper under `name` (its process name) in `dir`.
 fn build_helper(dir: &Path, name: &str) -> PathBuf {
     let cc = require_tool("cc");
@@ -175,6 +183,7 @@ fn go_version_of_a_live_go_binary_and_none_for_others() {
 #[test]
 fn churn_and_unreadable_files_are_not_noise() {
     require_root();
+    let _serial = whole_machine();
     let setpriv = require_tool("setpriv");
     let setpriv = setpriv.to_str().unwrap();
     let root_exporter = exporter(&[]);
@@ -315,10 +324,11 @@ fn read_returns_within(pid: u32, limit: Duration) -> (bool, std::thread::JoinHan
 #[test]
 fn a_hung_process_is_quarantined_and_the_node_still_reported() {
     require_root();
+    let _serial = whole_machine();
     assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: load the fuse module (modprobe fuse)");
     let dir = tempfile::tempdir().unwrap();
     let stuck_bin = build_stuck(dir.path());
-    let mut madv = Helper::start(&build_helper(dir.path(), "nsmadvfree"), "free");
+    let mut madv = Helper::start(&build_helper(dir.path(), "nsmadvbeside"), "free");
     madv.release();
     let mut released = Stuck::start(&stuck_bin);
     let killed = Stuck::start(&stuck_bin);
@@ -334,7 +344,7 @@ fn a_hung_process_is_quarantined_and_the_node_still_reported() {
         assert!(t0.elapsed() < Duration::from_secs(8), "scrape {round} took {:?}", t0.elapsed());
         assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "memory")]), Some(1.0), "{m}");
         assert_eq!(sample(&m, "nodesleuth_memory_quarantined_processes", &[]), Some(2.0), "round {round}:\n{m}");
-        assert!(host_group(&m, "nodesleuth_process_lazyfree_bytes", "nsmadvfree") >= 200.0 * MIB, "{m}");
+        assert!(host_group(&m, "nodesleuth_process_lazyfree_bytes", "nsmadvbeside") >= 200.0 * MIB, "{m}");
         assert!(host_group(&m, "nodesleuth_processes", "nsstuck") >= 2.0, "the FUSE servers are readable");
         assert!(samples(&m, "nodesleuth_processes", &[("process", "nsstuck-victim")]).is_empty(), "{m}");
     }
