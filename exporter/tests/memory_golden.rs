@@ -62,8 +62,7 @@ fn memory_default_series_are_the_budget() {
         "nodesleuth_process_resident_shmem_memory_bytes",
     ];
     let per_group = |m: &str| -> Vec<String> {
-        let mut f: Vec<String> =
-            families(m).into_iter().filter(|n| n.starts_with("nodesleuth_process")).collect();
+        let mut f: Vec<String> = families(m).into_iter().filter(|n| n.starts_with("nodesleuth_process")).collect();
         f.sort();
         f
     };
@@ -80,7 +79,8 @@ fn memory_default_series_are_the_budget() {
     assert_eq!(series(&detailed), 15 * 11 + 7);
     // The heap mapping series needs only its own flag.
     let heap = start("memory", &[TOP_N, "--collector.memory.heap-mapping"]).scrape();
-    let mut want: Vec<&str> = DEFAULT.iter().copied().chain(["nodesleuth_process_heap_mapping_resident_bytes"]).collect();
+    let mut want: Vec<&str> =
+        DEFAULT.iter().copied().chain(["nodesleuth_process_heap_mapping_resident_bytes"]).collect();
     want.sort();
     assert_eq!(per_group(&heap), want);
     // The figures the two runs share are the same.

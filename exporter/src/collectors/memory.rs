@@ -828,7 +828,8 @@ const HELP_ANON_HUGE: &str = "Anonymous memory backed by transparent huge pages,
 const HELP_PEAK: &str =
     "Peak resident memory of each process (status VmHWM), summed over the group: an upper bound of the group's peak.";
 const HELP_HEAP: &str = "Resident size of the [heap] (brk) mapping of the group's non-Go processes, summed (from smaps; --collector.memory.heap-mapping).";
-const HELP_QUARANTINED: &str = "Processes skipped because a read of their /proc files hung (quarantined until the read returns).";
+const HELP_QUARANTINED: &str =
+    "Processes skipped because a read of their /proc files hung (quarantined until the read returns).";
 const HELP_GO_INFO: &str = "Go runtime of the group's processes (build info of the executable, GODEBUG madvdontneed: 1, 0, default, unknown); always 1.";
 
 /// Adds a process's Go runtime to its group's distinct ones. Distinct by label values, not by executable: two

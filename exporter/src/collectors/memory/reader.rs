@@ -145,14 +145,8 @@ impl<J: Clone + Send + Sync + 'static> BoundedReader<J> {
     }
 }
 
-fn worker<J, S, R, F>(
-    jobs: &[J],
-    from: usize,
-    slot: &Slot<R>,
-    work: &F,
-    stuck: &AtomicUsize,
-    returned: &Mutex<Vec<J>>,
-) where
+fn worker<J, S, R, F>(jobs: &[J], from: usize, slot: &Slot<R>, work: &F, stuck: &AtomicUsize, returned: &Mutex<Vec<J>>)
+where
     J: Clone,
     S: Default,
     F: Fn(&J, &mut S) -> R,
