@@ -103,7 +103,7 @@ def main():
 
 def one_run(run, worker, args, tmp, ns_bin, pe_bin):
     """Starts the workers and both exporters, scrapes, stops them all: (times per exporter, peak RSS in KiB)."""
-    links = tmp / run
+    links = tmp / f"{run}-links"
     links.mkdir()
     for i in range(args.names):
         os.symlink(worker[0], links / f"w{i:03d}")
