@@ -378,3 +378,53 @@ fn a_hung_process_is_quarantined_and_the_node_still_reported() {
     assert!(log.contains("returned") && log.contains("readable again"), "{log}");
     assert!(!log.contains("collector failed") && !log.contains("panicked"), "{log}");
 }
+
+/// Threads of a process with this name (`/proc/<pid>/task/*/comm`).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|c| c.trim() == name)
+        .count()
+}
+
+/// Five hung processes: four reader threads are left stuck, never a fifth. Beyond that the scrape still answers,
+/// reports partial data (LazyFree cannot be read for the processes not read), and measures the rest from
+/// `status`; once the hung processes are gone, the readers return and the collector is whole again.
+#[test]
+fn never_more_than_four_readers_stuck() {
+    require_root();
+    let _serial = whole_machine();
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: load the fuse module (modprobe fuse)");
+    let dir = tempfile::tempdir().unwrap();
+    let stuck_bin = build_stuck(dir.path());
+    let mut hung: Vec<Stuck> = (0..5).map(|_| Stuck::start(&stuck_bin)).collect();
+    let e = exporter(&["--collector.memory.read-timeout=300ms"]);
+    for round in 0..3 {
+        let m = e.scrape();
+        assert_eq!(sample(&m, "nodesleuth_memory_quarantined_processes", &[]), Some(4.0), "round {round}:\n{m}");
+        assert_eq!(threads_named(e.pid(), "memory-reader"), 4, "round {round}: stuck reader threads");
+        assert_eq!(sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "memory")]), Some(0.0), "{m}");
+        // The fifth is measured from status; the rest of the node is still there.
+        assert_eq!(host_group(&m, "nodesleuth_processes", "nsstuck-victim"), 1.0, "{m}");
+        assert!(host_group(&m, "nodesleuth_processes", "nsstuck") >= 5.0, "{m}");
+    }
+    assert!(e.log().contains("4 reads of hung processes are stuck"), "{}", e.log());
+    hung.clear(); // kills them: the stuck reads return
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = e.scrape();
+        if sample(&m, "nodesleuth_scrape_collector_success", &[("collector", "memory")]) == Some(1.0) {
+            assert_eq!(sample(&m, "nodesleuth_memory_quarantined_processes", &[]), Some(0.0), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the collector never recovered:\n{m}\n{}", e.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A reader thread exits right after its batch: none is left behind.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads_named(e.pid(), "memory-reader") > 0 {
+        assert!(Instant::now() < deadline, "reader threads left behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
