@@ -1,7 +1,9 @@
 //! The memory collector on the real kernel: MADV_FREE and MADV_DONTNEED helpers (`tests/helpers/madvise.c`, built
-//! here with `cc`), Go detection on Debian's node_exporter (a real Go binary) and on non-Go binaries, and a scrape
-//! loop under process churn, as root and unprivileged. Needs root, `cc`, `prometheus-node-exporter` and `setpriv`
-//! (tests/run-all.sh installs them); a missing one fails the test.
+//! here with `cc`), Go detection on Debian's node_exporter (a real Go binary) and on non-Go binaries, a scrape
+//! loop under process churn, as root and unprivileged, and processes hung in the kernel with their mmap lock held
+//! (`tests/helpers/stuck.c`: a FUSE file system that never answers a read). Needs root, `cc`,
+//! `prometheus-node-exporter`, `setpriv` (tests/run-all.sh installs them) and `/dev/fuse` (the kernel's fuse
+//! module; no FUSE package: the helper mounts with mount(2)); a missing one fails the test.
 
 mod util;
 
@@ -147,9 +149,13 @@ fn go_version_of_a_live_go_binary_and_none_for_others() {
         .find_map(|l| l.trim().strip_prefix("go version:"))
         .map(|v| v.trim().to_string())
         .unwrap_or_else(|| panic!("no go version in `prometheus-node-exporter --version`:\n{text}"));
+    // A copy under a name of its own, so that a node_exporter already running on the machine is another group.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("nsgoexporter");
+    std::fs::copy(&node_exporter, &copy).unwrap();
     let port = util::free_port();
     let _go = Running(
-        Command::new(&node_exporter)
+        Command::new(&copy)
             .args([format!("--web.listen-address=127.0.0.1:{port}"), "--collector.disable-defaults".into()])
             .env("GODEBUG", "gctrace=0,madvdontneed=0")
             .stdout(Stdio::null())
@@ -163,10 +169,9 @@ fn go_version_of_a_live_go_binary_and_none_for_others() {
         assert!(Instant::now() < deadline, "node_exporter did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // comm is the executable name cut to 15 bytes.
-    let e = exporter(&["--collector.memory.process-include=prometheus-node|sleep|nodesleuth"]);
+    let e = exporter(&["--collector.memory.process-include=nsgoexporter|sleep|nodesleuth"]);
     let m = e.scrape();
-    let info = samples(&m, "nodesleuth_process_go_info", &[("process", "prometheus-node")]);
+    let info = samples(&m, "nodesleuth_process_go_info", &[("process", "nsgoexporter")]);
     assert_eq!(info.len(), 1, "{m}");
     let want = format!("go_version=\"{version}\",module=\"github.com/prometheus/node_exporter\",madvdontneed=\"0\"");
     assert!(info[0].0.contains(&want), "{} lacks {want}", info[0].0);
