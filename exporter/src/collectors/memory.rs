@@ -26,8 +26,9 @@
 //! partial data.
 //!
 //! **Stuck processes.** `smaps_rollup`, `smaps` and `environ` take the target's mmap lock, and a process hung in
-//! the kernel holding it (a fault on a dead NFS or FUSE mount) blocks them, possibly forever. Those reads run on
-//! a reader thread watched against `--collector.memory.read-timeout` (see `memory/reader.rs`): a process whose
+//! the kernel holding it (a fault on a dead NFS or FUSE mount) blocks them, possibly forever. Those reads, and Go
+//! detection (the executable may sit on a dead network file system), run on a reader thread watched against
+//! `--collector.memory.read-timeout` (see `memory/reader.rs`): a process whose
 //! read overruns is quarantined (its pid and start time; logged once with its name) and skipped, the stuck
 //! thread is left behind, and the scrape goes on with the other processes. A quarantined process is counted in
 //! `nodesleuth_memory_quarantined_processes`, not in any group, and is not a collector failure. Once its stuck
@@ -124,6 +125,7 @@ pub fn build(args: &MemoryArgs, shared: &super::Shared) -> Arc<dyn Collector> {
         args: args.clone(),
         pods: shared.pods.clone(),
         reader: BoundedReader::new(args.read_timeout, MAX_STUCK_READERS),
+        exes: Arc::default(),
         state: Mutex::new(State::default()),
     })
 }
@@ -131,8 +133,10 @@ pub fn build(args: &MemoryArgs, shared: &super::Shared) -> Arc<dyn Collector> {
 struct MemoryCollector {
     args: MemoryArgs,
     pods: Arc<PodResolver>,
-    /// Runs the reads that take a process's mmap lock, under a deadline.
+    /// Runs the reads that may hang (they take the process's mmap lock, or open its executable), under a deadline.
     reader: BoundedReader<Job>,
+    /// Build info per executable: a node runs many processes of few binaries. Filled by the reader threads.
+    exes: Arc<Mutex<HashMap<ExeKey, Option<Arc<GoBuild>>>>>,
     state: Mutex<State>,
 }
 
@@ -167,8 +171,8 @@ struct Known {
     /// When the pod labels were last resolved; incomplete ones (no kubelet log entry yet) are retried.
     resolved: Instant,
     go: Go,
-    /// A Go process whose `environ` (GODEBUG) has not been read yet.
-    godebug_pending: bool,
+    /// Go detection (the executable, and `environ` for Go) not done yet: it is done with the reads that may hang.
+    go_pending: bool,
     exe: Option<ExeKey>,
     seen: u64,
     /// The last full read: when, the stat signature then (CPU ticks, virtual size, resident pages), the figures.
@@ -191,8 +195,6 @@ struct Quarantine {
 #[derive(Default)]
 struct State {
     procs: HashMap<u32, Known>,
-    /// Build info per executable: a node runs many processes of few binaries.
-    exes: HashMap<ExeKey, Option<Arc<GoBuild>>>,
     quarantine: HashMap<u32, Quarantine>,
     /// Groups exported in the previous scrape (the top-N hysteresis).
     exported: HashSet<GroupKey>,
@@ -330,8 +332,8 @@ struct Job {
     /// Walk the address space (`smaps_rollup`, and `smaps` with `heap`); otherwise the last figures are reused.
     full: bool,
     heap: bool,
-    /// Read GODEBUG from `environ`.
-    environ: bool,
+    /// Detect Go: the executable's build info (cached per executable file), and GODEBUG from `environ`.
+    go: bool,
     signature: (u64, u64, u64),
     single_threaded: bool,
 }
@@ -340,7 +342,7 @@ struct Job {
 #[derive(Default)]
 struct Reads {
     rollup: Option<io::Result<(Rollup, Option<Malformed>)>>,
-    environ: Option<io::Result<Option<MadvDontNeed>>>,
+    go: Option<(Go, Option<ExeKey>)>,
     heap: Option<io::Result<Result<u64, smaps::LineError>>>,
 }
 
@@ -351,14 +353,19 @@ struct Scratch {
     path: PathBuf2,
 }
 
-fn read_job(root: &Path, job: &Job, s: &mut Scratch) -> Reads {
+fn read_job(root: &Path, exes: &Mutex<HashMap<ExeKey, Option<Arc<GoBuild>>>>, job: &Job, s: &mut Scratch) -> Reads {
     let mut r = Reads::default();
-    if job.environ {
-        let path = s.path.get(root, job.pid, "environ");
-        r.environ = Some(
-            read_small(path, &mut s.buf, ENVIRON_LIMIT)
-                .map(|()| gobuildinfo::environ_godebug(&s.buf).and_then(gobuildinfo::godebug_madvdontneed)),
-        );
+    let mut heap = job.heap;
+    if job.go {
+        let (mut go, exe) = detect_go(s.path.get(root, job.pid, "exe"), job.pid, exes);
+        if let Go::Yes { build, madvdontneed } = &mut go {
+            let path = s.path.get(root, job.pid, "environ");
+            let env = read_small(path, &mut s.buf, ENVIRON_LIMIT)
+                .map(|()| gobuildinfo::environ_godebug(&s.buf).and_then(gobuildinfo::godebug_madvdontneed));
+            *madvdontneed = madvdontneed_label(env.ok(), build.default_madvdontneed);
+            heap = false; // the heap mapping is for non-Go processes
+        }
+        r.go = Some((go, exe));
     }
     if job.full {
         let path = s.path.get(root, job.pid, "smaps_rollup");
@@ -367,7 +374,7 @@ fn read_job(root: &Path, job: &Job, s: &mut Scratch) -> Reads {
             let malformed = smaps::parse_rollup(&s.buf, &mut rollup).err();
             (rollup, malformed)
         }));
-        if job.heap {
+        if heap {
             r.heap = Some(heap_mapping_rss(s.path.get(root, job.pid, "smaps"), &mut s.buf));
         }
     }
@@ -434,7 +441,7 @@ impl Collector for MemoryCollector {
                 Some(k) if k.start == start => k,
                 _ => {
                     let name: Arc<str> = String::from_utf8_lossy(stat.comm).into();
-                    let k = self.identify(&ctx.proc, pid, start, name, &mut state.exes);
+                    let k = self.identify(&ctx.proc, pid, start, name);
                     state.procs.insert(pid, k);
                     state.procs.get_mut(&pid).expect("just inserted")
                 }
@@ -478,7 +485,7 @@ impl Collector for MemoryCollector {
             }
             let reuse = !probing
                 && matches!(&known.last_full, Some((at, sig, _)) if *sig == signature && at.elapsed() < self.args.idle_reuse);
-            if reuse && !known.godebug_pending {
+            if reuse && !known.go_pending {
                 let sums = &known.last_full.as_ref().expect("reuse").2;
                 let g = groups.entry(group_key(known)).or_default();
                 g.add(sums);
@@ -490,7 +497,7 @@ impl Collector for MemoryCollector {
                 start,
                 full: !reuse,
                 heap: !reuse && self.args.heap_mapping && matches!(known.go, Go::No),
-                environ: known.godebug_pending,
+                go: known.go_pending,
                 signature,
                 single_threaded,
             });
@@ -499,7 +506,8 @@ impl Collector for MemoryCollector {
         // Pass 2, on reader threads under a deadline: the reads that take the target's mmap lock.
         let work = {
             let root = root.to_path_buf();
-            Arc::new(move |job: &Job, s: &mut Scratch| read_job(&root, job, s))
+            let exes = self.exes.clone();
+            Arc::new(move |job: &Job, s: &mut Scratch| read_job(&root, &exes, job, s))
         };
         let out = self.reader.run(jobs.clone(), work);
 
@@ -532,11 +540,10 @@ impl Collector for MemoryCollector {
                 debug_assert!(q.probing);
                 tracing::info!(pid, process = %known.name, "memory: a quarantined process is readable again");
             }
-            if let Some(env) = reads.environ {
-                known.godebug_pending = false;
-                if let Go::Yes { build, madvdontneed } = &mut known.go {
-                    *madvdontneed = madvdontneed_label(env.ok(), build.default_madvdontneed);
-                }
+            if let Some((go, exe)) = reads.go {
+                known.go = go;
+                known.exe = exe;
+                known.go_pending = false;
             }
             if !job.full {
                 let sums = &known.last_full.as_ref().expect("reused figures").2;
@@ -577,7 +584,7 @@ impl Collector for MemoryCollector {
         let procs = &state.procs;
         state.quarantine.retain(|pid, q| procs.get(pid).is_some_and(|k| k.start == q.start));
         let live: HashSet<ExeKey> = state.procs.values().filter_map(|k| k.exe).collect();
-        state.exes.retain(|k, _| live.contains(k));
+        self.exes.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
         if rollup_missing && !state.smaps_rollup_missing_logged {
             state.smaps_rollup_missing_logged = true;
             tracing::info!(
@@ -596,16 +603,9 @@ impl Collector for MemoryCollector {
 }
 
 impl MemoryCollector {
-    /// First sight of a process: its name filter, pod and Go runtime (GODEBUG follows from `environ`, read with
-    /// the other reads that may hang).
-    fn identify(
-        &self,
-        proc: &ProcFs,
-        pid: u32,
-        start: u64,
-        name: Arc<str>,
-        exes: &mut HashMap<ExeKey, Option<Arc<GoBuild>>>,
-    ) -> Known {
+    /// First sight of a process: its name filter and pod. Its Go runtime is detected with the reads that may hang
+    /// (the executable may sit on a dead network file system).
+    fn identify(&self, proc: &ProcFs, pid: u32, start: u64, name: Arc<str>) -> Known {
         let included = self.args.process_include.as_ref().is_none_or(|r| r.is_match(&name))
             && !self.args.process_exclude.as_ref().is_some_and(|r| r.is_match(&name));
         let mut known = Known {
@@ -615,7 +615,7 @@ impl MemoryCollector {
             pod: PodInfo::default(),
             resolved: Instant::now(),
             go: Go::No,
-            godebug_pending: false,
+            go_pending: false,
             exe: None,
             seen: 0,
             last_full: None,
@@ -624,10 +624,7 @@ impl MemoryCollector {
             return known;
         }
         known.pod = self.pods.resolve(proc, pid);
-        let (go, exe) = detect_go(proc, pid, exes);
-        known.godebug_pending = matches!(go, Go::Yes { .. });
-        known.go = go;
-        known.exe = exe;
+        known.go_pending = true;
         known
     }
 
@@ -862,24 +859,28 @@ fn madvdontneed_label(env: Option<Option<MadvDontNeed>>, build_default: Option<M
     }
 }
 
-/// Reads the Go build info of the process's executable (cached per executable file). Unreadable executables
-/// (permission, kernel threads, exited) count as not Go. The `madvdontneed` setting is `unknown` until
-/// `environ` is read.
-fn detect_go(proc: &ProcFs, pid: u32, exes: &mut HashMap<ExeKey, Option<Arc<GoBuild>>>) -> (Go, Option<ExeKey>) {
-    let Ok(file) = File::open(proc.pid_path(pid, "exe")) else { return (Go::No, None) };
+/// Reads the Go build info of the process's executable (`exe`: `/proc/<pid>/exe`), cached per executable file.
+/// Unreadable executables (permission, kernel threads, exited) count as not Go. The `madvdontneed` setting is
+/// `unknown` until `environ` is read. The cache is not locked while an executable is read.
+fn detect_go(exe: &Path, pid: u32, exes: &Mutex<HashMap<ExeKey, Option<Arc<GoBuild>>>>) -> (Go, Option<ExeKey>) {
+    let Ok(file) = File::open(exe) else { return (Go::No, None) };
     let Ok(meta) = file.metadata() else { return (Go::No, None) };
     let key: ExeKey = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
-    let build = exes
-        .entry(key)
-        .or_insert_with(|| match gobuildinfo::read(&mut FileAt(&file)) {
-            Ok(b) => Some(Arc::new(b)),
-            Err(gobuildinfo::Error::NotGo | gobuildinfo::Error::NotElf) => None,
-            Err(e) => {
-                tracing::debug!(pid, error = %e, "memory: unreadable Go build info");
-                None
-            }
-        })
-        .clone();
+    let cached = exes.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    let build = match cached {
+        Some(build) => build,
+        None => {
+            let build = match gobuildinfo::read(&mut FileAt(&file)) {
+                Ok(b) => Some(Arc::new(b)),
+                Err(gobuildinfo::Error::NotGo | gobuildinfo::Error::NotElf) => None,
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "memory: unreadable Go build info");
+                    None
+                }
+            };
+            exes.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(build).clone()
+        }
+    };
     match build {
         Some(build) => (Go::Yes { build, madvdontneed: "unknown" }, Some(key)),
         None => (Go::No, Some(key)),
