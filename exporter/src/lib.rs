@@ -12,4 +12,5 @@ pub mod registry;
 pub mod server;
 pub mod sock_diag;
 pub mod sockets;
+pub mod topn;
 pub mod webconfig;

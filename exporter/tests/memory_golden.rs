@@ -1,8 +1,9 @@
 //! The memory collector on its fixture tree: the real binary reads `tests/fixtures/memory` (see
 //! `tests/fixtures/make_memory_fixture.py`) through `--path.procfs`, only the memory collector enabled, and its
 //! `/metrics` must equal `tests/fixtures/memory/metrics.golden` apart from timings and build info.
-//! `UPDATE_GOLDEN=1` rewrites the golden file. Further tests check grouping, bounds, filters, Go detection and
-//! malformed input on the same trees.
+//! `UPDATE_GOLDEN=1` rewrites the golden file. The golden run adds `--collector.memory.detailed`, so that every
+//! memory series is covered; a default run is checked against the default series budget. Further tests check
+//! grouping, bounds, filters, Go detection and malformed input on the same trees.
 
 mod util;
 
@@ -13,10 +14,11 @@ fn start(tree: &str, extra: &[&str]) -> Exporter {
 }
 
 const TOP_N: &str = "--collector.memory.top-n=14";
+const DETAILED: &str = "--collector.memory.detailed";
 
 #[test]
 fn memory_fixture_tree_matches_golden_metrics() {
-    let exporter = start("memory", &[TOP_N]);
+    let exporter = start("memory", &[TOP_N, DETAILED]);
     let want = util::assert_golden(
         &util::normalize(&exporter.scrape()),
         &repo_root().join("tests/fixtures/memory/metrics.golden"),
@@ -29,9 +31,67 @@ fn memory_fixture_tree_matches_golden_metrics() {
     assert!(!log.contains("WARN") && !log.contains("level=warn") && !log.contains("collector failed"), "{log}");
 }
 
+/// The metric names of a scrape, in order of first appearance.
+fn families(m: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = line.split(['{', ' ']).next().unwrap().to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn memory_default_series_are_the_budget() {
+    const DEFAULT: [&str; 6] = [
+        "nodesleuth_process_go_info",
+        "nodesleuth_process_lazyfree_bytes",
+        "nodesleuth_process_resident_memory_bytes",
+        "nodesleuth_process_resident_memory_minus_lazyfree_bytes",
+        "nodesleuth_process_swap_bytes",
+        "nodesleuth_processes",
+    ];
+    const DETAILED_ONLY: [&str; 6] = [
+        "nodesleuth_process_anonymous_hugepages_bytes",
+        "nodesleuth_process_anonymous_memory_bytes",
+        "nodesleuth_process_peak_resident_memory_bytes",
+        "nodesleuth_process_proportional_memory_bytes",
+        "nodesleuth_process_resident_file_memory_bytes",
+        "nodesleuth_process_resident_shmem_memory_bytes",
+    ];
+    let per_group = |m: &str| -> Vec<String> {
+        let mut f: Vec<String> = families(m).into_iter().filter(|n| n.starts_with("nodesleuth_process")).collect();
+        f.sort();
+        f
+    };
+    let default = start("memory", &[TOP_N]).scrape();
+    assert_eq!(per_group(&default), DEFAULT, "{default}");
+    // 15 groups: 5 series each, plus one go_info per distinct Go runtime (7 in the tree).
+    let series = |m: &str| m.lines().filter(|l| l.starts_with("nodesleuth_process")).count();
+    assert_eq!(series(&default), 15 * 5 + 7, "{default}");
+    assert_eq!(sample(&default, "nodesleuth_memory_quarantined_processes", &[]), Some(0.0));
+    let detailed = start("memory", &[TOP_N, DETAILED]).scrape();
+    let mut both: Vec<&str> = DEFAULT.iter().chain(DETAILED_ONLY.iter()).copied().collect();
+    both.sort();
+    assert_eq!(per_group(&detailed), both);
+    assert_eq!(series(&detailed), 15 * 11 + 7);
+    // The heap mapping series needs only its own flag.
+    let heap = start("memory", &[TOP_N, "--collector.memory.heap-mapping"]).scrape();
+    let mut want: Vec<&str> =
+        DEFAULT.iter().copied().chain(["nodesleuth_process_heap_mapping_resident_bytes"]).collect();
+    want.sort();
+    assert_eq!(per_group(&heap), want);
+    // The figures the two runs share are the same.
+    for name in DEFAULT {
+        assert_eq!(samples(&default, name, &[]), samples(&detailed, name, &[]), "{name}");
+    }
+}
+
 #[test]
 fn memory_grouping_and_bounds() {
-    let m = start("memory", &[TOP_N]).scrape();
+    let m = start("memory", &[TOP_N, DETAILED]).scrape();
     let pod = |pod: &str, container: &str, process: &str, name: &str| {
         sample(&m, name, &[("pod", pod), ("container", container), ("process", process)])
     };
@@ -69,7 +129,7 @@ fn memory_grouping_and_bounds() {
     let counts = samples(&m, "nodesleuth_processes", &[]);
     assert_eq!(counts.len(), 15, "{counts:?}");
     let total: f64 = counts.iter().map(|c| c.1).sum();
-    assert_eq!(total, 24.0, "every user-space process counted once");
+    assert_eq!(total, 25.0, "every user-space process counted once");
     let rss_all: f64 = samples(&m, "nodesleuth_process_resident_memory_bytes", &[]).iter().map(|s| s.1).sum();
     let unbounded = start("memory", &["--collector.memory.top-n=0"]).scrape();
     let rss_unbounded: f64 =
@@ -94,6 +154,10 @@ fn memory_go_detection_on_fixture_binaries() {
             .contains("go_version=\"go1.15.15\",module=\"example.com/platform\",madvdontneed=\"default\"")
     );
     // Environment setting, build default (`//go:debug`), environment overriding the build default.
+    // Two containerd executables (two files, one version, module and setting) in one group: one series of 1.
+    assert_eq!(info("containerd").len(), 1, "{:?}", info("containerd"));
+    assert_eq!(info("containerd")[0].1, 1.0, "go_info is always 1, never a sum");
+    assert_eq!(sample(&m, "nodesleuth_processes", &[("process", "containerd")]), Some(2.0));
     assert!(info("containerd")[0].0.contains("madvdontneed=\"1\""));
     let envoy = info("envoy-lite");
     assert_eq!(envoy.len(), 2, "{envoy:?}");
@@ -105,6 +169,8 @@ fn memory_go_detection_on_fixture_binaries() {
     );
     // Go before 1.13: recognised, version unknown.
     assert!(info("legacy-go")[0].0.contains("go_version=\"unknown\""));
+    // Every go_info series is exactly 1.
+    assert!(samples(&m, "nodesleuth_process_go_info", &[]).iter().all(|s| s.1 == 1.0), "{m}");
     // Not Go, or executable unreadable: no info series.
     for name in ["systemd", "sshd", "java", "nginx", "python3"] {
         assert!(info(name).is_empty(), "{name}: {:?}", info(name));

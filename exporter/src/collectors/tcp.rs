@@ -112,24 +112,6 @@ struct State {
 /// A CLOSE_WAIT group: owner's pod, process name, and listening port (`None`: ephemeral, client side).
 type GroupKey = (PodInfo, String, Option<u16>);
 
-/// Top-N hysteresis: a group exported last scrape keeps its place until a newcomer has this many times its
-/// sockets, so groups near the cut do not swap in and out (and churn series) every scrape.
-const INCUMBENT_ADVANTAGE: f64 = 1.25;
-
-/// The groups to export: the `n` largest, where a group in `kept` (exported last time) counts
-/// [`INCUMBENT_ADVANTAGE`] times its size. Ties break on the key, so the choice is deterministic.
-fn top_n_with_hysteresis<K: Ord + std::hash::Hash + Eq + Clone>(
-    mut groups: Vec<(K, u64)>,
-    n: usize,
-    kept: &HashSet<K>,
-) -> (Vec<(K, u64)>, u64) {
-    let score = |k: &K, v: u64| if kept.contains(k) { v as f64 * INCUMBENT_ADVANTAGE } else { v as f64 };
-    groups.sort_by(|a, b| score(&b.0, b.1).total_cmp(&score(&a.0, a.1)).then_with(|| a.0.cmp(&b.0)));
-    let rest = groups.iter().skip(n).map(|g| g.1).sum();
-    groups.truncate(n);
-    (groups, rest)
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Owner {
     pid: u32,
@@ -278,7 +260,8 @@ impl TcpCollector {
         }
         let empty = HashSet::new();
         let kept = state.close_wait_kept.get(&ns.label).unwrap_or(&empty);
-        let (top, rest) = top_n_with_hysteresis(groups.into_iter().collect(), self.close_wait_top_n, kept);
+        let (top, rest) = crate::topn::top_n_sticky(groups.into_iter().collect(), self.close_wait_top_n, kept, |n| *n);
+        let rest: u64 = rest.iter().map(|g| g.1).sum();
         state.close_wait_kept.insert(ns.label.clone(), top.iter().map(|g| g.0.clone()).collect());
         for ((pod, process, port), count) in &top {
             let port = port.map_or_else(|| "(ephemeral)".to_string(), |p| p.to_string());
@@ -388,25 +371,4 @@ fn socket_inode_of(proc: &ProcFs, pid: u32, fd: u32) -> Option<u64> {
     path.push(fd.to_string());
     let target = std::fs::read_link(path).ok()?;
     procfs::parse_ns_link(target.to_str()?, "socket")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_n_keeps_incumbents_near_the_cut() {
-        let kept: HashSet<&str> = ["b"].into_iter().collect();
-        // "c" has slightly more than the incumbent "b": "b" stays.
-        let (top, rest) = top_n_with_hysteresis(vec![("a", 50), ("b", 10), ("c", 11)], 2, &kept);
-        assert_eq!(top, vec![("a", 50), ("b", 10)]);
-        assert_eq!(rest, 11);
-        // Once "c" has more than 1.25 times "b", it takes the place.
-        let (top, rest) = top_n_with_hysteresis(vec![("a", 50), ("b", 10), ("c", 13)], 2, &kept);
-        assert_eq!(top, vec![("a", 50), ("c", 13)]);
-        assert_eq!(rest, 10);
-        // Without incumbents it is a plain top-N, ties broken by key.
-        let (top, _) = top_n_with_hysteresis(vec![("y", 5), ("x", 5), ("z", 1)], 2, &HashSet::new());
-        assert_eq!(top, vec![("x", 5), ("y", 5)]);
-    }
 }
