@@ -803,10 +803,11 @@ fn select_top(
     (top, Some(other))
 }
 
-const HELP_COUNT: &str = "Processes in the group (kernel threads and zombies excluded); groups are (namespace, pod, container, process) for pods and the process name for host processes.";
+const HELP_COUNT: &str = "Processes in the group (kernel threads and zombies excluded).";
 const HELP_RSS: &str =
     "Resident memory of the group's processes, summed (smaps_rollup Rss; status VmRSS where unreadable).";
-const HELP_LAZYFREE: &str = "Resident memory released with madvise(MADV_FREE) and not yet reclaimed (smaps_rollup LazyFree): counted in RSS, dropped by the kernel without I/O under memory pressure.";
+const HELP_LAZYFREE: &str =
+    "Resident memory freed with MADV_FREE and not yet reclaimed (smaps_rollup LazyFree), summed.";
 const HELP_RSS_MINUS_LAZYFREE: &str =
     "Resident memory minus LazyFree: what the processes would keep if the kernel reclaimed MADV_FREE pages.";
 const HELP_ANON: &str = "Anonymous resident memory (heap, stacks, private mappings), summed (smaps_rollup Anonymous).";
@@ -818,10 +819,10 @@ const HELP_RSS_SHMEM: &str = "Resident shared memory (shmem, tmpfs mappings), su
 const HELP_ANON_HUGE: &str = "Anonymous memory backed by transparent huge pages, summed (smaps_rollup AnonHugePages).";
 const HELP_PEAK: &str =
     "Peak resident memory of each process (status VmHWM), summed over the group: an upper bound of the group's peak.";
-const HELP_HEAP: &str = "Resident size of the [heap] (brk) mapping of the group's non-Go processes, summed (from smaps; --collector.memory.heap-mapping).";
+const HELP_HEAP: &str = "Resident size of the [heap] (brk) mapping of the group's non-Go processes, summed.";
 const HELP_QUARANTINED: &str =
     "Processes skipped because a read of their /proc files hung (quarantined until the read returns).";
-const HELP_GO_INFO: &str = "Go runtime of the group's processes (build info of the executable, GODEBUG madvdontneed: 1, 0, default, unknown); always 1.";
+const HELP_GO_INFO: &str = "Go runtime of the group's processes and their madvdontneed setting; always 1.";
 
 /// Adds a process's Go runtime to its group's distinct ones. Distinct by label values, not by executable: two
 /// copies of one binary (or two builds of one version and module) in a group make one `go_info` series, not a
