@@ -10,14 +10,13 @@
 //! Run: `cargo bench -p nodesleuth --bench ipvs_conn` (env `IPVS_BENCH_ROWS`, `IPVS_BENCH_ROUNDS` override).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use nodesleuth::collectors::ipvs::{ClientSocket, ConnTable, ServiceAgg};
+use nodesleuth::collectors::ipvs::{ClientSocket, ConnTable, ServiceAgg, ServiceMap};
 use nodesleuth_parse::ipvs::{self, ConnState, Connection, PersistenceEngine, Protocol};
 
 /// Counts live heap bytes and their peak, so the benchmark can show that memory is bounded by services, not rows.
@@ -146,7 +145,7 @@ fn make_table(services: &[Vs], rows: usize) -> String {
 }
 
 /// The collector's service map: (protocol, virtual address) → aggregate.
-type Services = HashMap<(Protocol, SocketAddr), ServiceAgg>;
+type Services = ServiceMap;
 
 struct Result {
     lines: u64,
