@@ -361,20 +361,15 @@ GO_VERSION, GO_MODULE = "go1.20.14", "example.com/lazyhog"
 
 
 def go_buildinfo_c():
-    """C source of a `.go.buildinfo` section in the layout the Go >= 1.18 linker writes (magic, pointer size 8,
-    flags 2 = inline strings, then the uvarint-prefixed version and module info framed by 16-byte sentinels), as
-    parse/src/gobuildinfo.rs reads it."""
-    def uvarint(n):
-        out = b""
-        while n >= 0x80:
-            out += bytes([n & 0x7F | 0x80])
-            n >>= 7
-        return out + bytes([n])
-    modinfo = (b"0w\xaf\x0c\x92t\x08\x02A\xe1\xc1\x07\xe6\xd6\x18\xe6"
-               + f"path\t{GO_MODULE}\nmod\t{GO_MODULE}\t(devel)\t\nbuild\t-compiler=gc\n".encode()
-               + b"\xf92C1\x86\x18 r\x00\x82B\x10A\x16\xd8\xf2")
-    data = (b"\xff Go buildinf:" + bytes([8, 2]) + bytes(16) + uvarint(len(GO_VERSION)) + GO_VERSION.encode()
-            + uvarint(len(modinfo)) + modinfo)
+    """C source of a `.go.buildinfo` section in the layout the Go >= 1.18 linker writes, as
+    parse/src/gobuildinfo.rs reads it; the bytes come from the memory fixture's writers (one place knows the
+    format)."""
+    sys.path.insert(0, str(REPO / "tests/fixtures"))
+    import make_memory_fixture as mem
+    info = mem.SENTINEL_START + f"path\t{GO_MODULE}\nmod\t{GO_MODULE}\t(devel)\t\nbuild\t-compiler=gc\n".encode() \
+        + mem.SENTINEL_END
+    data = (b"\xff Go buildinf:" + bytes([8, 2]) + bytes(16) + mem.uvarint(len(GO_VERSION)) + GO_VERSION.encode()
+            + mem.uvarint(len(info)) + info)
     return ('__attribute__((section(".go.buildinfo"), used, aligned(16)))\n'
             f"const unsigned char nsdash_go_buildinfo[{len(data)}] = {{{', '.join(map(str, data))}}};\n")
 
