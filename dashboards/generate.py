@@ -763,13 +763,19 @@ def memory(ctx):
                    "leak; (other) collects the groups beyond the exporter's top N.",
                    [Target(f"topk(15, sum by ({grp}, process) ({sel('nodesleuth_processes', POD)}))",
                            "{{namespace}}/{{pod}}/{{container}} {{process}}")],
-                   "short", w=12),
+                   "short", w=8),
         timeseries("Swap per container",
                    "Swapped-out memory per container. Any swap on a Kubernetes node is unusual; growth means real "
                    "memory pressure (then LazyFree is being reclaimed too).",
                    [Target(f"sum by ({grp}) ({sel('nodesleuth_process_swap_bytes', POD)}) > 0",
                            "{{namespace}}/{{pod}}/{{container}}")],
-                   "bytes", w=12),
+                   "bytes", w=8),
+        timeseries("Processes whose /proc reads hang (quarantined)",
+                   "Processes the memory collector skips because a read of their smaps_rollup, environ or "
+                   "executable hung (a fault on a dead NFS or FUSE mount: the 'ps hangs' node). Anything above 0 "
+                   "for long is a node to log into; those processes are in no group above.",
+                   [Target(f"max by (instance) ({sel('nodesleuth_memory_quarantined_processes')})", "{{instance}}")],
+                   "short", w=8),
     ]
     return dashboard("nodesleuth-memory", "nodesleuth / memory: LazyFree and Go runtimes",
                      "RSS split into RSS − LazyFree and LazyFree per container, and the Go runtimes that return "
