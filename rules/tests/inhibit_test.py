@@ -12,9 +12,9 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
+from pathlib import Path
 import tempfile
 import threading
 import time
@@ -23,12 +23,8 @@ import urllib.request
 AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "bench"))
+from benchlib import free_port  # noqa: E402  (one free-port helper for every Python test and benchmark)
 
 
 received = []

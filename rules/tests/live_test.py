@@ -45,6 +45,7 @@ import socket
 import string
 import subprocess
 import sys
+from pathlib import Path
 import tempfile
 import time
 import urllib.parse
@@ -82,12 +83,8 @@ def die(msg):
     raise SystemExit(1)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "bench"))
+from benchlib import free_port  # noqa: E402  (one free-port helper for every Python test and benchmark)
 
 
 def run(*cmd):
