@@ -35,14 +35,9 @@ Each expected alert must reach `firing` in /api/v1/alerts with its pod/process/p
 alert may fire about anything this test made (alerts about other processes of this shared machine, e.g. another
 test's namespaces, are listed and ignored).
 """
-import ctypes
 import json
 import os
-import random
 import shutil
-import signal
-import socket
-import string
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +45,11 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "e2e"))
+# the pieces shared with the failure drills (drills/): processes, pods, namespaces, the systemd sandbox, Prometheus
+from e2elib import (R, NetNs, Pod, Sandbox, alerts, cleanups, die, fail, free_port, http_get, matches, ok,  # noqa: E402
+                    procs, read_ready, run, spawn, start_prometheus, teardown)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RULES = os.path.dirname(HERE)
@@ -60,120 +60,6 @@ BIN = os.environ.get("NODESLEUTH_BIN") or os.path.join(ROOT, "target", "release"
 # timeout leaves the exporter 0.5 s, and collectors cut off by their deadline would make this test about load, not
 # about the rules. LIVE_SCRAPE_INTERVAL=1s runs it as tight as the rules allow.
 SCRAPE = os.environ.get("LIVE_SCRAPE_INTERVAL", "5s")
-TAG = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-procs = []  # (name, Popen) to stop at the end
-cleanups = []
-failures = []
-passed = 0
-
-
-def ok(msg):
-    global passed
-    passed += 1
-    print(f"ok - {msg}", flush=True)
-
-
-def fail(msg):
-    failures.append(msg)
-    print(f"FAIL - {msg}", flush=True)
-
-
-def die(msg):
-    print(f"FAIL - {msg}", flush=True)
-    raise SystemExit(1)
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "bench"))
-from benchlib import free_port  # noqa: E402  (one free-port helper for every Python test and benchmark)
-
-
-def run(*cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        die(f"{' '.join(cmd)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-def spawn(name, cmd, **kw):
-    p = subprocess.Popen(cmd, **kw)
-    procs.append((name, p))
-    return p
-
-
-def read_ready(p, word, timeout=30):
-    """Reads lines of p.stdout until one starts with `word`; returns it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            die(f"process exited before {word!r} (rc={p.poll()})")
-        if line.startswith(word):
-            return line.strip()
-    die(f"no {word!r} within {timeout}s")
-
-
-def http_get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
-
-
-# ------------------------------------------------------------------ pods: cgroup + kubelet log directories
-def cgroup_root():
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return "/sys/fs/cgroup"  # cgroup v2 only
-    for h in ("pids", "memory", "cpu"):
-        if os.path.isdir(f"/sys/fs/cgroup/{h}"):
-            return f"/sys/fs/cgroup/{h}"
-    die("no writable cgroup hierarchy found")
-
-
-class Pod:
-    """A pod as the exporter sees it: processes in a kubepods cgroup (cgroupfs driver naming), and kubelet's
-    /var/log/pods/<ns>_<pod>_<uid>/ and /var/log/containers/<pod>_<ns>_<container>-<id>.log in our own dirs."""
-
-    def __init__(self, logs, namespace, pod, container):
-        self.namespace, self.pod, self.container = namespace, pod, container
-        self.uid = "%08x-%04x-%04x-%04x-%012x" % tuple(random.getrandbits(b) for b in (32, 16, 16, 16, 48))
-        self.cid = "%064x" % random.getrandbits(256)
-        base = cgroup_root()
-        self.dirs = [f"{base}/kubepods", f"{base}/kubepods/besteffort", f"{base}/kubepods/besteffort/pod{self.uid}",
-                     f"{base}/kubepods/besteffort/pod{self.uid}/{self.cid}"]
-        os.makedirs(self.dirs[-1], exist_ok=True)
-        cleanups.append(self.remove)
-        os.makedirs(os.path.join(logs, "pods", f"{namespace}_{pod}_{self.uid}", container), exist_ok=True)
-        open(os.path.join(logs, "containers", f"{pod}_{namespace}_{container}-{self.cid}.log"), "w").close()
-
-    def add(self, pid):
-        with open(os.path.join(self.dirs[-1], "cgroup.procs"), "w") as f:
-            f.write(str(pid))
-
-    def remove(self):
-        for d in reversed(self.dirs):
-            try:
-                os.rmdir(d)  # parents only when empty (another test may use kubepods/)
-            except OSError:
-                pass
-
-
-# ------------------------------------------------------------------ network namespaces
-class NetNs:
-    def __init__(self, what):
-        self.name = f"nsr-{TAG}-{what}"
-        run("ip", "netns", "add", self.name)
-        cleanups.append(self.remove)
-        run("ip", "-n", self.name, "link", "set", "lo", "up")
-
-    def cmd(self, *argv):
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def remove(self):
-        r = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
-        for pid in r.stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
 CLIENT_LEAK = r"""
@@ -260,108 +146,6 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 """
 
 
-# ------------------------------------------------------------------ systemd sandbox (recipe of systemd_live.rs)
-class Sandbox:
-    def __init__(self, work):
-        for tool in ("unshare", "busctl"):
-            if not shutil.which(tool):
-                die(f"missing {tool}")
-        if not os.path.isfile("/lib/systemd/systemd"):
-            die("/lib/systemd/systemd missing (Debian package systemd)")
-        d = os.path.join(work, "sandbox")
-        units = os.path.join(d, "units")
-        os.makedirs(units)
-        for u in ("dbus.socket", "dbus.service"):
-            shutil.copy(f"/lib/systemd/system/{u}", units)
-        with open(os.path.join(units, "test.target"), "w") as f:
-            f.write("[Unit]\nDescription=test\nWants=dbus.socket dbus.service\n")
-        for stub in ("sysinit.target", "sockets.target", "basic.target"):
-            with open(os.path.join(units, stub), "w") as f:
-                f.write(f"[Unit]\nDescription=stub {stub}\n")
-        script = os.path.join(d, "pid1.sh")
-        with open(script, "w") as f:
-            f.write("set -e\nmount -t tmpfs tmpfs /run\nmkdir -p /run/dbus\n"
-                    f"SYSTEMD_UNIT_PATH={units} container=unshare exec /lib/systemd/systemd --system --unit=test.target\n")
-        env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
-        libc = ctypes.CDLL(None, use_errno=True)
-
-        def pdeathsig():
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-        self.log = os.path.join(d, "systemd.log")
-        self.unshare = spawn("unshare", ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--mount-proc",
-                                         "--propagation", "private", "sh", script],
-                             env=env, stdin=subprocess.DEVNULL, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-                             preexec_fn=pdeathsig, start_new_session=True)
-        self.pid = 0
-        deadline = time.monotonic() + 20
-        while not self.pid:
-            if time.monotonic() > deadline or self.unshare.poll() is not None:
-                die("sandbox systemd did not start: " + open(self.log).read()[-2000:])
-            for child in self.children(self.unshare.pid):
-                try:
-                    if os.readlink(f"/proc/{child}/exe").endswith("systemd"):
-                        self.pid = child
-                except OSError:
-                    pass
-            time.sleep(0.02)
-        self.address = f"unix:path=/proc/{self.pid}/root/run/dbus/system_bus_socket"
-        while self.busctl("get-property", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                          "org.freedesktop.systemd1.Manager", "Version").returncode != 0:
-            if time.monotonic() > deadline:
-                die("sandbox bus did not come up: " + open(self.log).read()[-2000:])
-            time.sleep(0.05)
-
-    @staticmethod
-    def children(pid):
-        out = []
-        try:
-            for t in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{t}/children") as f:
-                    out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-        return out
-
-    def busctl(self, *args):
-        return subprocess.run(["busctl", f"--address={self.address}", *args], capture_output=True, text=True)
-
-    def leak_slices(self, n):
-        base = random.randrange(100000, 900000)
-        names = [f"libcontainer_{base + i}_systemd_test_default.slice" for i in range(n)]
-
-        def remove_cgroups():
-            # the sandbox's systemd made these cgroups in the host's hierarchies; they are empty once it is gone
-            for h in os.listdir("/sys/fs/cgroup"):
-                for name in names:
-                    try:
-                        os.rmdir(os.path.join("/sys/fs/cgroup", h, name))
-                    except OSError:
-                        pass
-
-        cleanups.append(remove_cgroups)
-        for i in range(n):
-            r = self.busctl("call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                            "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
-                            names[i], "replace", "1", "Description", "s",
-                            "libcontainer probe", "0")
-            if r.returncode != 0:
-                die(f"StartTransientUnit: {r.stderr}")
-
-    def freeze(self, on):
-        os.kill(self.pid, signal.SIGSTOP if on else signal.SIGCONT)
-
-
-# ------------------------------------------------------------------ Prometheus
-def alerts(prom):
-    data = json.loads(http_get(f"http://127.0.0.1:{prom}/api/v1/alerts"))
-    return [a for a in data["data"]["alerts"] if a["labels"]["alertname"].startswith("Nodesleuth")]
-
-
-def matches(alert, name, labels):
-    return alert["labels"]["alertname"] == name and all(alert["labels"].get(k, "") == v for k, v in labels.items())
-
-
 DEBUG = {}
 
 
@@ -440,21 +224,9 @@ def main():
     try:
         body(work)
     finally:
-        for name, p in reversed(procs):
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGCONT)
-                except OSError:
-                    pass
-                p.kill()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                print(f"# {name} did not exit", flush=True)
-        for c in reversed(cleanups):
-            c()
-    print(f"live: {passed} passed, {len(failures)} failed", flush=True)
-    sys.exit(1 if failures else 0)
+        teardown()
+    print(f"live: {R.passed} passed, {len(R.failures)} failed", flush=True)
+    sys.exit(1 if R.failures else 0)
 
 
 def body(work):
@@ -536,9 +308,7 @@ def body(work):
     spawn("fake-k8s", ["python3", "-c", FAKE_K8S, str(fake_port), f"{hog.pid},{go.pid}"])
     prom_port = free_port()
     DEBUG.update(exporter=ex_port, log=os.path.join(work, "exporter.log"), prom=prom_port)
-    pcfg = os.path.join(work, "prometheus.yml")
-    with open(pcfg, "w") as f:
-        f.write(f"""global:
+    pconfig = (f"""global:
   scrape_interval: {SCRAPE}
   scrape_timeout: {SCRAPE}
   evaluation_interval: 1s
@@ -563,17 +333,7 @@ scrape_configs:
             break
         except OSError:
             time.sleep(0.1)
-    spawn("prometheus", ["prometheus", f"--config.file={pcfg}", f"--storage.tsdb.path={work}/tsdb",
-                         f"--web.listen-address=127.0.0.1:{prom_port}"],
-          stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "prometheus.log"), "w"))
-    for _ in range(300):
-        try:
-            http_get(f"http://127.0.0.1:{prom_port}/-/ready", 1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        die("prometheus not ready: " + open(os.path.join(work, "prometheus.log")).read()[-2000:])
+    start_prometheus(work, pconfig, prom_port)
     rules = json.loads(http_get(f"http://127.0.0.1:{prom_port}/api/v1/rules"))
     n_alerting = sum(1 for g in rules["data"]["groups"] for r in g["rules"] if r["type"] == "alerting")
     ok(f"Prometheus loaded {len(rules['data']['groups'])} groups, {n_alerting} alerting rules")

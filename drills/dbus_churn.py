@@ -1,0 +1,184 @@
+"""Unit churn over D-Bus, as a node with a busy container runtime makes it: transient units started and stopped as
+fast as systemd takes them, with a subscriber, so every unit costs systemd several messages (replies, JobNew,
+JobRemoved, UnitNew, UnitRemoved, PropertiesChanged) and therefore several reply serials ("cookies").
+
+    python3 dbus_churn.py SOCKET_PATH SECONDS PREFIX
+
+A minimal D-Bus client on the standard library (`busctl` would cost one process per call): SASL EXTERNAL, Hello,
+Manager.Subscribe, then StartTransientUnit/StopUnit of PREFIX_<n>.slice (a new name each time: a stopped transient
+unit is still loaded for a moment) pipelined, at most 64 calls in flight; runs SECONDS or until SIGTERM. Prints `DONE calls=<n> errors=<n>` at the end. The wire format follows the D-Bus specification
+(https://dbus.freedesktop.org/doc/dbus-specification.html, "Message Protocol").
+"""
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+
+class Writer:
+    """Little-endian D-Bus marshalling of the few types used here; offsets count from the message start."""
+
+    def __init__(self, start=0):
+        self.buf = bytearray()
+        self.start = start
+
+    def align(self, n):
+        while (self.start + len(self.buf)) % n:
+            self.buf.append(0)
+
+    def byte(self, v):
+        self.buf.append(v)
+
+    def u32(self, v):
+        self.align(4)
+        self.buf += struct.pack("<I", v)
+
+    def string(self, s):  # also object paths
+        b = s.encode()
+        self.u32(len(b))
+        self.buf += b + b"\0"
+
+    def signature(self, s):
+        b = s.encode()
+        self.byte(len(b))
+        self.buf += b + b"\0"
+
+    def array(self, elem_align, fill):
+        """An array: its length, padding to the element alignment (also when empty), the elements."""
+        self.u32(0)
+        at = len(self.buf) - 4
+        self.align(elem_align)
+        begin = len(self.buf)
+        fill(self)
+        struct.pack_into("<I", self.buf, at, len(self.buf) - begin)
+
+
+def message(serial, dest, path, iface, member, sig="", body=b""):
+    fields = [(1, "o", path), (2, "s", iface), (3, "s", member), (6, "s", dest)] + ([(8, "g", sig)] if sig else [])
+    w = Writer()
+    w.buf += b"l" + bytes([1, 0, 1]) + struct.pack("<II", len(body), serial)
+
+    def put_fields(w):
+        for code, t, v in fields:
+            w.align(8)
+            w.byte(code)
+            w.signature(t)
+            (w.signature if t == "g" else w.string)(v)
+
+    w.array(8, put_fields)
+    w.align(8)
+    return bytes(w.buf) + body
+
+
+def start_transient_body(name):
+    w = Writer()
+    w.string(name)
+    w.string("replace")
+
+    def props(w):
+        w.align(8)
+        w.string("Description")
+        w.signature("s")
+        w.string("unit churn")
+
+    w.array(8, props)
+    w.array(8, lambda w: None)  # no auxiliary units
+    return bytes(w.buf)
+
+
+def stop_body(name):
+    w = Writer()
+    w.string(name)
+    w.string("replace")
+    return bytes(w.buf)
+
+
+class Conn:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(10)
+        self.s.connect(path)
+        self.s.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
+        line = self.readline()
+        if not line.startswith(b"OK"):
+            raise SystemExit(f"auth refused: {line!r}")
+        self.s.sendall(b"BEGIN\r\n")
+        self.serial = 0
+        self.replies = 0
+        self.errors = 0
+        self.cv = threading.Condition()
+        self.buf = b""
+
+    def readline(self):
+        out = b""
+        while not out.endswith(b"\r\n"):
+            c = self.s.recv(1)
+            if not c:
+                raise SystemExit("bus closed during auth")
+            out += c
+        return out
+
+    def call(self, *args, **kw):
+        self.serial += 1
+        self.s.sendall(message(self.serial, *args, **kw))
+
+    def reader(self):
+        """Counts method returns and errors (signals are read and dropped)."""
+        self.s.settimeout(None)
+        buf = b""
+        while True:
+            try:
+                chunk = self.s.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while len(buf) >= 16:
+                body_len, = struct.unpack_from("<I", buf, 4)
+                fields_len, = struct.unpack_from("<I", buf, 12)
+                total = 16 + ((fields_len + 7) & ~7) + body_len
+                if len(buf) < total:
+                    break
+                kind = buf[1]
+                buf = buf[total:]
+                if kind in (2, 3):
+                    with self.cv:
+                        self.replies += 1
+                        self.errors += kind == 3
+                        self.cv.notify()
+
+
+SD = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager")
+
+
+def main():
+    path, seconds, prefix = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    c = Conn(path)
+    threading.Thread(target=c.reader, daemon=True).start()
+    c.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello")
+    c.call(*SD, "Subscribe")
+    print("STARTED", flush=True)
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end and not stop:
+        with c.cv:
+            while c.serial - c.replies >= 64:
+                if not c.cv.wait(10):
+                    raise SystemExit("systemd stopped answering")
+        name = f"{prefix}_{i}.slice"  # "-" would nest slices
+        c.call(*SD, "StartTransientUnit", "ssa(sv)a(sa(sv))", start_transient_body(name))
+        c.call(*SD, "StopUnit", "ss", stop_body(name))
+        i += 1
+    with c.cv:
+        c.cv.wait_for(lambda: c.replies >= c.serial, 10)
+    print(f"DONE calls={c.serial} errors={c.errors}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
