@@ -579,7 +579,7 @@ fn ipvs(input: &Input, out: &mut Out) {
     let b = input.second;
     let timeout = b.get("nodesleuth_ipvs_timeout_seconds", &[("timeout", "tcp")]);
     let clients: f64 =
-        b.all("nodesleuth_ipvs_client_connections").filter(|s| input.filter.keeps(s)).map(|s| s.value).sum();
+        b.all("nodesleuth_ipvs_client_connections").filter(|s| input.filter.keeps(s)).fold(0.0, |n, s| n + s.value);
     for (name, metric, verdict) in [
         (IPVS_ORPHANED, "nodesleuth_ipvs_orphaned_connections", Verdict::Warning),
         (IPVS_NEAR_EXPIRY, "nodesleuth_ipvs_connections_near_expiry", Verdict::Info),

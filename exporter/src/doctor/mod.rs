@@ -249,3 +249,6 @@ fn terminal_width() -> Option<usize> {
     let rc = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
 }
+
+#[cfg(test)]
+mod tests;

@@ -212,18 +212,29 @@ impl Report {
             previous = Some(f.name);
         }
         let oks: Vec<&Finding> = self.findings.iter().filter(|f| f.verdict == Verdict::Ok).collect();
+        // Name and text side by side on a wide terminal, stacked on a narrow one.
+        let name_col = 38;
+        let side = width >= name_col + 6 + 50;
+        let text_width = if side { width - name_col - 6 } else { width - 5 };
+        let row = |out: &mut String, lead: &str, name: &str, text: &str| {
+            let lines = wrap(text, text_width);
+            if side {
+                for (i, line) in lines.iter().enumerate() {
+                    let (lead, name) = if i == 0 { (lead, name) } else { ("  ", "") };
+                    let _ = writeln!(out, "  {lead} {name:<name_col$} {line}");
+                }
+            } else {
+                let _ = writeln!(out, "  {lead} {name}");
+                for line in lines {
+                    let _ = writeln!(out, "     {line}");
+                }
+            }
+        };
         if !oks.is_empty() {
             let _ = writeln!(out, "\nPassed:");
+            let ok = paint(Verdict::Ok, "ok");
             for f in oks {
-                let name_col = 38;
-                let lines = wrap(&f.summary, width - name_col - 6);
-                for (i, line) in lines.iter().enumerate() {
-                    if i == 0 {
-                        let _ = writeln!(out, "  {} {:<name_col$} {line}", paint(Verdict::Ok, "ok"), f.name);
-                    } else {
-                        let _ = writeln!(out, "     {:<name_col$} {line}", "");
-                    }
-                }
+                row(&mut out, &ok, f.name, &f.summary);
             }
         }
         if !self.unchecked.is_empty() {
@@ -237,21 +248,16 @@ impl Report {
                     None => groups.push((u.area, text, vec![u.name])),
                 }
             }
-            let name_col = 38;
             for (area, text, names) in groups {
                 let name =
                     if names.len() == 1 { names[0].to_string() } else { format!("{area} ({} checks)", names.len()) };
-                for (i, line) in wrap(&text, width - name_col - 6).iter().enumerate() {
-                    let (lead, name) = if i == 0 { ("--", name.as_str()) } else { ("  ", "") };
-                    let _ = writeln!(out, "  {lead} {name:<name_col$} {line}");
-                }
+                row(&mut out, "--", &name, &text);
             }
         }
         let c = &self.counts;
-        let _ = writeln!(
-            out,
-            "\n{}: {} critical, {} warning, {} info, {} passed, {} not checked (exit {})",
-            paint(self.verdict, &self.verdict.as_str().to_uppercase()),
+        let total = format!(
+            "{}: {} critical, {} warning, {} info, {} passed, {} not checked (exit {})",
+            self.verdict.as_str().to_uppercase(),
             c.critical,
             c.warning,
             c.info,
@@ -259,6 +265,16 @@ impl Report {
             c.unchecked,
             self.exit_code
         );
+        out.push('\n');
+        for (i, line) in wrap(&total, width).into_iter().enumerate() {
+            let line = if i == 0 {
+                let (head, rest) = line.split_once(':').unwrap_or((&line, ""));
+                format!("{}:{rest}", paint(self.verdict, head))
+            } else {
+                line
+            };
+            let _ = writeln!(out, "{line}");
+        }
         out
     }
 }
