@@ -2,11 +2,12 @@
 fast as systemd takes them, with a subscriber, so every unit costs systemd several messages (replies, JobNew,
 JobRemoved, UnitNew, UnitRemoved, PropertiesChanged) and therefore several reply serials ("cookies").
 
-    python3 dbus_churn.py SOCKET_PATH SECONDS PREFIX
+    python3 dbus_churn.py SOCKET_PATH SECONDS PREFIX [POLLS]
 
 A minimal D-Bus client on the standard library (`busctl` would cost one process per call): SASL EXTERNAL, Hello,
 Manager.Subscribe, then StartTransientUnit/StopUnit of PREFIX_<n>.slice (a new name each time: a stopped transient
-unit is still loaded for a moment) pipelined, at most 64 calls in flight; runs SECONDS or until SIGTERM. Prints `DONE calls=<n> errors=<n>` at the end. The wire format follows the D-Bus specification
+unit is still loaded for a moment) pipelined, at most 16 calls in flight; runs SECONDS or until SIGTERM. With POLLS, each unit is also followed by POLLS reads of a Manager property, as the
+node's monitoring agents poll systemd (each answer costs a cookie too). Prints `DONE calls=<n> errors=<n>` at the end. The wire format follows the D-Bus specification
 (https://dbus.freedesktop.org/doc/dbus-specification.html, "Message Protocol").
 """
 import os
@@ -14,7 +15,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 
 
@@ -89,6 +89,13 @@ def start_transient_body(name):
     return bytes(w.buf)
 
 
+def get_body(iface, prop):
+    w = Writer()
+    w.string(iface)
+    w.string(prop)
+    return bytes(w.buf)
+
+
 def stop_body(name):
     w = Writer()
     w.string(name)
@@ -109,7 +116,6 @@ class Conn:
         self.serial = 0
         self.replies = 0
         self.errors = 0
-        self.cv = threading.Condition()
         self.buf = b""
 
     def readline(self):
@@ -125,58 +131,65 @@ class Conn:
         self.serial += 1
         self.s.sendall(message(self.serial, *args, **kw))
 
-    def reader(self):
-        """Counts method returns and errors (signals are read and dropped)."""
-        self.s.settimeout(None)
-        buf = b""
-        while True:
-            try:
-                chunk = self.s.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buf += chunk
-            while len(buf) >= 16:
-                body_len, = struct.unpack_from("<I", buf, 4)
-                fields_len, = struct.unpack_from("<I", buf, 12)
-                total = 16 + ((fields_len + 7) & ~7) + body_len
-                if len(buf) < total:
-                    break
-                kind = buf[1]
-                buf = buf[total:]
-                if kind in (2, 3):
-                    with self.cv:
-                        self.replies += 1
-                        self.errors += kind == 3
-                        self.cv.notify()
+    def send_template(self, template, n):
+        """Sends `n` copies of a prepared message, each with its own serial, in one write."""
+        out = bytearray()
+        for _ in range(n):
+            self.serial += 1
+            m = bytearray(template)
+            struct.pack_into("<I", m, 8, self.serial)
+            out += m
+        self.s.sendall(out)
+
+    def read_replies(self):
+        """Reads what has arrived (blocking for the first bytes); counts method returns and errors, drops signals."""
+        chunk = self.s.recv(262144)
+        if not chunk:
+            raise SystemExit("bus closed")
+        self.buf += chunk
+        buf, at = self.buf, 0
+        while len(buf) - at >= 16:
+            body_len, = struct.unpack_from("<I", buf, at + 4)
+            fields_len, = struct.unpack_from("<I", buf, at + 12)
+            total = 16 + ((fields_len + 7) & ~7) + body_len
+            if len(buf) - at < total:
+                break
+            if buf[at + 1] in (2, 3):
+                self.replies += 1
+                self.errors += buf[at + 1] == 3
+            at += total
+        self.buf = buf[at:]
 
 
+WINDOW = 16  # calls in flight: enough to keep systemd busy, few enough that other clients wait little
 SD = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager")
 
 
 def main():
     path, seconds, prefix = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    polls = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    get = get_body(SD[2], "NJobs")
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     c = Conn(path)
-    threading.Thread(target=c.reader, daemon=True).start()
     c.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello")
     c.call(*SD, "Subscribe")
     print("STARTED", flush=True)
+    poll = message(0, SD[0], SD[1], "org.freedesktop.DBus.Properties", "Get", "ss", get)
     end = time.monotonic() + seconds
     i = 0
+    c.s.settimeout(10)
     while time.monotonic() < end and not stop:
-        with c.cv:
-            while c.serial - c.replies >= 64:
-                if not c.cv.wait(10):
-                    raise SystemExit("systemd stopped answering")
+        while c.serial - c.replies > WINDOW - 2 - polls:
+            c.read_replies()
         name = f"{prefix}_{i}.slice"  # "-" would nest slices
         c.call(*SD, "StartTransientUnit", "ssa(sv)a(sa(sv))", start_transient_body(name))
         c.call(*SD, "StopUnit", "ss", stop_body(name))
+        if polls:
+            c.send_template(poll, polls)
         i += 1
-    with c.cv:
-        c.cv.wait_for(lambda: c.replies >= c.serial, 10)
+    while c.replies < c.serial and time.monotonic() < end + 10:
+        c.read_replies()
     print(f"DONE calls={c.serial} errors={c.errors}", flush=True)
 
 

@@ -49,9 +49,9 @@ def parse_alerts(text):
             current = (status, unescape(m.group(1)), {})
             out.append(current)
             continue
-        m = re.match(r"^- ([A-Za-z_][A-Za-z0-9_]*)：(.*)$", line)
+        m = re.match(r"^- ((?:\\_|[A-Za-z0-9])+)：(.*)$", line)  # label names are escaped too (local\_port)
         if m and current:
-            current[2][m.group(1)] = unescape(m.group(2))
+            current[2][unescape(m.group(1))] = unescape(m.group(2))
     return out
 
 
@@ -141,6 +141,16 @@ class Robot:
                     if st == status and name == alertname and all(ls.get(k) == v for k, v in labels.items()):
                         return t, ls
         return None
+
+    def last(self, alertname, labels):
+        """(status, arrival) of the latest accepted message about this alert, else None."""
+        out = None
+        with self.lock:
+            for t, _title, _text, alerts in self.accepted:
+                for st, name, ls in alerts:
+                    if name == alertname and all(ls.get(k) == v for k, v in labels.items()):
+                        out = (st, t)
+        return out
 
     def max_in_window(self):
         """The most messages accepted in any 60 s."""
