@@ -22,9 +22,9 @@ command -v cargo >/dev/null || die "cargo is not installed (Rust toolchain requi
 
 # Debian packages: promtool (prometheus), the benchmark peers, Alertmanager for the relay tests, iproute2 for
 # `ip netns`, python3 for socket holders, g++ for libFuzzer, systemd and dbus for the real-systemd sandbox,
-# openssl and curl for the TLS test.
+# openssl and curl for the TLS test, golang-go for the failure drills' Go service (drills/).
 packages=(prometheus prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter iproute2 util-linux
-          python3 g++ curl openssl systemd dbus buildah binutils tar)
+          python3 g++ curl openssl systemd dbus buildah binutils tar golang-go)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,7 +36,8 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 for tool in promtool prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter amtool ip unshare \
-            nsenter setpriv python3 cc c++ curl openssl dbus-daemon busctl systemd-run systemctl buildah kubectl prometheus; do
+            nsenter setpriv python3 cc c++ curl openssl dbus-daemon busctl systemd-run systemctl buildah kubectl prometheus \
+            go; do
     command -v "$tool" >/dev/null || die "$tool is still missing after installing packages"
 done
 [ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing (package systemd)"
@@ -64,7 +65,7 @@ export NODESLEUTH_BIN="$root/target/release/nodesleuth"
 
 # The area tests (real Prometheus, Alertmanager, buildah, kustomize) mostly wait on clocks: they run in parallel with
 # each other and with the fuzz run, each into its own log, printed in full when it fails.
-area_tests=(rules/test.sh dashboards/test.sh deploy/test.sh)
+area_tests=(rules/test.sh dashboards/test.sh deploy/test.sh drills/test.sh)
 logs="$(mktemp -d)"
 declare -A pids=()
 for t in "${area_tests[@]}"; do
