@@ -14,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
 die() { echo "run-all: FAILED: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root: the tests create network namespaces and install Debian packages"

@@ -259,6 +259,36 @@ fn frozen_systemd_never_holds_up_a_scrape_and_recovers() {
     assert!(log.contains("collector recovered"), "{log}");
 }
 
+/// Frequent scrapes of a frozen systemd do not queue calls in dbus-daemon (where they would hit
+/// `max_replies_per_connection` and, after the thaw, be answered one batch per frozen scrape before anything new):
+/// the calls of the first frozen scrape are waited on by the next ones, so the thawed systemd answers only those.
+#[test]
+fn frozen_systemd_calls_do_not_pile_up_in_dbus_daemon() {
+    let sb = SystemdSandbox::start();
+    let e = exporter(&sb);
+    let first = serial(&e.scrape());
+    let before = serial(&e.scrape());
+    // What one healthy scrape costs in systemd replies (GetAll, ListUnitsByPatterns, NRestarts of loaded key units).
+    let per_scrape = before - first;
+    assert!((2..=6).contains(&per_scrape), "replies per scrape: {per_scrape}");
+    sb.freeze();
+    const FROZEN_SCRAPES: u64 = 6;
+    for _ in 0..FROZEN_SCRAPES {
+        assert_eq!(value(&e.scrape(), "nodesleuth_systemd_up"), 0.0);
+    }
+    sb.thaw();
+    let m = scrape_until(&e, Duration::from_secs(10), |m| sample(m, "nodesleuth_systemd_up", &[]) == Some(1.0));
+    let after = serial(&m);
+    // Piled up, the backlog alone would be FROZEN_SCRAPES × per_scrape replies; waited on, it is one scrape's worth
+    // (plus the scrape that reads the answer and at most one more while the thaw races a scrape).
+    assert!(
+        after - before <= 3 * per_scrape && after - before < FROZEN_SCRAPES * per_scrape,
+        "systemd sent {} replies after the thaw ({per_scrape} per scrape):\n{}",
+        after - before,
+        e.log()
+    );
+}
+
 /// dbus-daemon killed: systemd re-activates it through dbus.socket, and the exporter connects to the new daemon
 /// without a restart.
 #[test]

@@ -3,6 +3,12 @@
 //!
 //! All calls of one refresh share one deadline, and the independent ones run concurrently on the one connection
 //! (D-Bus pipelines them), so a refresh costs about two round trips and never more than the timeout.
+//!
+//! A call that times out on our side is still queued in dbus-daemon for systemd. So that a frozen PID 1 and frequent
+//! scrapes do not pile calls up there (dbus-daemon refuses more than `max_replies_per_connection` pending replies
+//! with `LimitsExceeded`, and a thawed systemd would first answer the whole backlog), systemd's calls run in a task
+//! that outlives the refresh: while it waits, later refreshes wait on it instead of sending new calls. A task still
+//! unanswered after [`PENDING_CAP`] drops the connection, which makes dbus-daemon forget its pending calls.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +29,15 @@ const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
 /// First wait after a failed connection attempt; doubled after each further failure up to [`BACKOFF_MAX`].
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long systemd's calls may stay unanswered across refreshes before the connection is dropped.
+const PENDING_CAP: Duration = Duration::from_secs(60);
+
+const GETALL: &str = "org.freedesktop.DBus.Properties.GetAll(org.freedesktop.systemd1.Manager)";
+const LIST_UNITS: &str = "org.freedesktop.systemd1.Manager.ListUnitsByPatterns";
+const NRESTARTS: &str = "org.freedesktop.DBus.Properties.Get(org.freedesktop.systemd1.Service, NRestarts)";
+
+/// systemd's answer and the highest reply serial seen in it.
+type SystemdOutcome = (Result<SystemdReading, BusError>, u32);
 
 /// Why part of a reading is missing. Messages are stable across scrapes (no times, no counters) because the
 /// registry logs a collector's error once per change: a message that varied would be logged every scrape.
@@ -136,6 +151,16 @@ pub struct Client {
     last_success: Option<SystemTime>,
     /// Why GetStats is unavailable, as last logged (logged once per change, not per scrape).
     stats_note: Option<String>,
+    /// systemd's calls still waiting for an answer from an earlier refresh.
+    pending: Option<tokio::task::JoinHandle<SystemdOutcome>>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(task) = self.pending.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Client {
@@ -150,6 +175,7 @@ impl Client {
             last_serial: None,
             last_success: None,
             stats_note: None,
+            pending: None,
         }
     }
 
@@ -167,10 +193,29 @@ impl Client {
                 };
             }
         };
-        let serial = AtomicU32::new(0);
         let timeout = self.cfg.timeout;
-        let (bus, systemd) =
-            join(read_bus(&conn, deadline, timeout), read_systemd(&conn, &self.cfg, deadline, &serial)).await;
+        let mut task = self.pending.take().unwrap_or_else(|| {
+            let (conn, cfg) = (conn.clone(), self.cfg.clone());
+            tokio::spawn(async move {
+                let serial = AtomicU32::new(0);
+                let reading = read_systemd(&conn, &cfg, Instant::now() + PENDING_CAP, &serial).await;
+                (reading, serial.load(Ordering::Relaxed))
+            })
+        });
+        let (bus, answered) =
+            join(read_bus(&conn, deadline, timeout), tokio::time::timeout_at(deadline, &mut task)).await;
+        // Unanswered in this refresh: keep waiting on the same calls next time rather than sending more.
+        let (systemd, serial, capped) = match answered {
+            Ok(Ok((reading, serial))) => {
+                let capped = matches!(reading, Err(BusError::Timeout { .. }));
+                (reading, serial, capped)
+            }
+            Ok(Err(e)) => (Err(BusError::Transport { call: GETALL, reason: e.to_string() }), 0, true),
+            Err(_) => {
+                self.pending = Some(task);
+                (Err(BusError::Timeout { call: GETALL, timeout }), 0, false)
+            }
+        };
 
         let bus = bus.map(|(mut reading, stats_note, listed_max)| {
             self.accepted_max = self.accepted_max.max(listed_max);
@@ -181,14 +226,18 @@ impl Client {
         let suspect =
             bus.as_ref().err().is_some_and(|e| e.breaks_connection() || matches!(e, BusError::Timeout { .. }))
                 || systemd.as_ref().err().is_some_and(BusError::breaks_connection)
+                || capped
                 || conn.is_closed();
         if suspect {
+            if let Some(task) = self.pending.take() {
+                task.abort();
+            }
             // dbus-daemon itself did not answer or the socket broke: connect afresh on the next scrape (at once: a
             // restarted daemon is usually back by then; back-off applies only to failed connection attempts).
             tracing::debug!(address = %self.cfg.address, "dropping the D-Bus connection");
             self.conn = None;
         }
-        match serial.load(Ordering::Relaxed) {
+        match serial {
             0 => {}
             s => self.last_serial = Some(s),
         }
@@ -213,10 +262,7 @@ impl Client {
             return Err(e.clone());
         }
         let attempt = async {
-            zbus::connection::Builder::address(self.cfg.address.as_str())?
-                .method_timeout(self.cfg.timeout)
-                .build()
-                .await
+            zbus::connection::Builder::address(self.cfg.address.as_str())?.method_timeout(PENDING_CAP).build().await
         };
         let result = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(c)) => Ok(c),
@@ -372,10 +418,7 @@ async fn read_systemd(
     deadline: Instant,
     serial: &AtomicU32,
 ) -> Result<SystemdReading, BusError> {
-    const GETALL: &str = "org.freedesktop.DBus.Properties.GetAll(org.freedesktop.systemd1.Manager)";
-    const LIST: &str = "org.freedesktop.systemd1.Manager.ListUnitsByPatterns";
-    const NRESTARTS: &str = "org.freedesktop.DBus.Properties.Get(org.freedesktop.systemd1.Service, NRestarts)";
-    let t = cfg.timeout;
+    let t = PENDING_CAP;
     let get_all = call(
         conn,
         GETALL,
@@ -394,7 +437,7 @@ async fn read_systemd(
     let list_args = (no_states, patterns);
     let list = call(
         conn,
-        LIST,
+        LIST_UNITS,
         SYSTEMD_NAME,
         SYSTEMD_PATH,
         MANAGER_IFACE,
@@ -411,7 +454,7 @@ async fn read_systemd(
     reading.calls.push(("GetAll", seconds));
     reading.manager = manager(&body::<HashMap<String, OwnedValue>>(GETALL, &m)?);
 
-    let rows = match list.and_then(|(m, s)| Ok((body::<Vec<UnitRow>>(LIST, &m)?, s))) {
+    let rows = match list.and_then(|(m, s)| Ok((body::<Vec<UnitRow>>(LIST_UNITS, &m)?, s))) {
         Ok((rows, seconds)) => {
             reading.calls.push(("ListUnitsByPatterns", seconds));
             Some(rows)
