@@ -261,3 +261,56 @@ fn systemd_sandbox_healthy_then_frozen() {
     assert!(took < Duration::from_secs(12), "{took:?}");
     assert_eq!(unchecked(&v, "NodesleuthSystemdLeakedProbeSlices")[0]["kind"], "failed");
 }
+
+/// A writer whose stdout is a terminal (or a pipe) nobody reads: its write blocks once the buffer is full.
+const BLOCKED_WRITER: &str = r#"
+import json, os, pty, subprocess, sys, time
+writer = "import sys; sys.stdout.write('x' * 1000000); sys.stdout.flush()"
+if sys.argv[1] == "tty":
+    master, slave = pty.openpty()
+    child = subprocess.Popen(["python3", "-c", writer], stdout=slave)
+else:
+    r, w = os.pipe()
+    child = subprocess.Popen(["python3", "-c", writer], stdout=w)
+print("READY " + json.dumps({"pid": child.pid}), flush=True)
+try:
+    time.sleep(3600)
+finally:
+    child.kill()
+"#;
+
+#[test]
+fn live_output_stall_on_a_terminal_is_critical_on_a_pipe_a_warning() {
+    require_root();
+    if !nodesleuth::collectors::ALL.iter().any(|c| c.name == "output") {
+        // Until issue 12's collector is in this build, the doctor says it could not check, and why.
+        let (v, code, _) = doctor_json(&["--only", "output", "--interval", "1s"]);
+        assert_eq!(code, 0);
+        let u = unchecked(&v, "NodesleuthContainerOutputStalled");
+        assert_eq!(u[0]["kind"], "disabled");
+        assert!(u[0]["reason"].as_str().unwrap().contains("no `output` collector"), "{v:#}");
+        return;
+    }
+    for (target, verdict, exit) in [("tty", "critical", 2), ("pipe", "warning", 1)] {
+        let ns = NetNs::new(&format!("out{target}"));
+        let h = Holder::spawn(ns.command("python3"), BLOCKED_WRITER, &[target.to_string()]);
+        let pid: u32 = serde_json::from_str::<Value>(&h.ready).unwrap()["pid"].as_u64().unwrap() as u32;
+        // Blocked once the terminal's or pipe's buffer is full.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| !w.is_empty() && w != "0") {
+            assert!(Instant::now() < deadline, "the writer never blocked");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (v, code, _) = doctor_json(&["--only", "output", "--interval", "3s"]);
+        let mine: Vec<&Value> = findings(&v, "NodesleuthContainerOutputStalled")
+            .into_iter()
+            .filter(|f| f["subject"]["target"] == target && f["verdict"] != "ok")
+            .collect();
+        assert!(!mine.is_empty(), "{target}: {v:#}");
+        assert_eq!(mine[0]["verdict"], verdict, "{v:#}");
+        assert!(code >= exit, "{target}: exit {code}");
+        assert!(mine[0]["evidence"]["stalled_seconds"].as_f64().unwrap() >= 2.7, "{:#}", mine[0]);
+        assert!(mine[0]["fix"].as_str().unwrap().contains(if target == "tty" { "tty: false" } else { "pipe" }));
+        drop(h);
+    }
+}

@@ -1112,19 +1112,20 @@ fn output(input: &Input, out: &mut Out) {
         );
         let mut f = finding(OUTPUT_STALLED, "output", verdict, summary);
         f.subject = subject(s, &keys);
-        f.evidence = [
-            ("stalled_seconds", num(s.value)),
-            ("stalled_threads", opt(threads)),
-            ("target", json!(target)),
-            ("log_age_seconds", opt(log_age)),
-            ("log_partial_lines", opt(partial)),
-        ]
-        .into_iter()
-        .collect();
+        f.evidence = [("stalled_seconds", num(s.value)), ("stalled_threads", opt(threads)), ("target", json!(target))]
+            .into_iter()
+            .collect();
+        // Pod containers only: host processes have no container log.
+        if let Some(age) = log_age {
+            f.evidence.insert("log_age_seconds", num(age));
+        }
+        if let Some(p) = partial {
+            f.evidence.insert("log_partial_lines", num(p));
+        }
         f.next = vec![
             process_pid_command(s),
             "ls -l /proc/$PID/fd/1 /proc/$PID/fd/2".into(),
-            "grep -l write /proc/$PID/task/*/syscall 2>/dev/null | head; cat /proc/$PID/task/*/wchan; echo".into(),
+            "for t in /proc/$PID/task/*; do echo \"$t $(cat $t/wchan) $(cut -d' ' -f1-2 $t/syscall)\"; done".into(),
         ];
         f.fix = if target == "tty" {
             "The container is stuck writing logs to a terminal: set `tty: false` (and `stdin: false`) in the pod \
