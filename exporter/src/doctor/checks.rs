@@ -264,6 +264,8 @@ fn where_(s: &Sample) -> String {
             "host" => "the host network namespace".into(),
             ns => format!("network namespace {ns}"),
         }
+    } else if s.label("namespace").is_empty() {
+        format!("pod UID {} (no log directory names it)", s.label("pod"))
     } else {
         format!("pod {}/{}", s.label("namespace"), s.label("pod"))
     }
@@ -447,36 +449,50 @@ fn tcp(input: &Input, out: &mut Out) {
     accept_queues(input, out, &flagged_hung_ports);
 }
 
-/// A command that sets `$PID` to a process in the subject's network namespace: the pod's sandbox through
-/// crictl, else the process by name, else PID 1 (the host namespace).
-fn pid_command(s: &Sample) -> String {
-    let (ns, pod, process) = (s.label("namespace"), s.label("pod"), s.label("process"));
-    if !pod.is_empty() {
-        format!("PID=$(crictl inspectp $(crictl pods -q --namespace {ns} --name {pod}) | jq .info.pid)")
-    } else if !process.is_empty() && process != "(other)" {
-        format!("PID=$(pgrep -o -x '{process}')")
+/// A shell expression printing the PID of a process in the subject's network namespace: the pod's sandbox
+/// through crictl, a process of a named or numbered namespace, PID 1 for the host's.
+fn netns_pid(s: &Sample) -> String {
+    let (ns, pod, netns) = (s.label("namespace"), s.label("pod"), s.label("netns"));
+    if !pod.is_empty() && ns.is_empty() {
+        // A pod without a log directory is labelled with its UID.
+        format!("crictl inspectp $(crictl pods -q --label io.kubernetes.pod.uid={pod}) | jq .info.pid")
+    } else if !pod.is_empty() {
+        format!("crictl inspectp $(crictl pods -q --namespace {ns} --name {pod}) | jq .info.pid")
+    } else if netns.is_empty() || netns == "host" {
+        "echo 1".into()
+    } else if netns.bytes().all(|b| b.is_ascii_digit()) {
+        format!("lsns -t net -n -o PID,NS | awk '$2=={netns} {{print $1; exit}}'")
     } else {
-        "PID=1".into()
+        format!("ip netns pids {netns} | head -1")
     }
 }
 
-/// `$PID` of the process itself (not the pod's sandbox): by name inside the pod's container.
+/// A command that sets `$PID` to a process in the subject's network namespace.
+fn pid_command(s: &Sample) -> String {
+    match netns_pid(s).as_str() {
+        "echo 1" => "PID=1".into(),
+        e => format!("PID=$({e})"),
+    }
+}
+
+/// A command that sets `$PID` to the subject's process itself (by name, in the subject's network namespace).
 fn process_pid_command(s: &Sample) -> String {
-    let (process, container) = (s.label("process"), s.label("container"));
-    if !container.is_empty() && !process.is_empty() {
-        format!("PID=$(pgrep -o -x '{process}')  # several pods run it? crictl inspect <{container} id> | jq .info.pid")
-    } else {
-        pid_command(s)
+    let process = s.label("process");
+    if process.is_empty() || process == "(other)" {
+        return pid_command(s);
+    }
+    match netns_pid(s).as_str() {
+        "echo 1" if s.label("pod").is_empty() => format!("PID=$(pgrep -o -x '{process}')"),
+        e => format!("PID=$(pgrep -o -x '{process}' --nslist net --ns \"$({e})\")"),
     }
 }
 
 fn tcp_next(s: &Sample, server: bool) -> Vec<String> {
-    let pid = pid_command(s);
+    let pid = process_pid_command(s);
     let filter = if server { format!(" '( sport = :{} )'", s.label("local_port")) } else { String::new() };
     vec![
         pid,
         format!("nsenter -t \"$PID\" -n ss -tanp state close-wait{filter} | head"),
-        process_pid_command(s),
         "grep -E 'State|Threads' /proc/$PID/status".into(),
         "kill -QUIT $PID  # Go: goroutine dump to the container log; Java: jstack $PID".into(),
     ]
