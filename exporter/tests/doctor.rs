@@ -245,6 +245,34 @@ fn systemd_sandbox_healthy_then_frozen() {
     assert!(c[0]["evidence"]["projected_days_to_overflow"].as_f64().unwrap() > 365.0, "{:#}", c[0]);
     assert_eq!(findings(&v, "NodesleuthSystemdLeakedProbeSlices")[0]["verdict"], "ok");
 
+    // Unit churn over the bus during the window (systemd-run --wait talks to the bus, as runc does): jobs per hour
+    // above the rule's 3,000 is the info finding, and the serial's growth is measured with it.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut churn_args = args.clone();
+    churn_args.retain(|a| !a.starts_with("--interval"));
+    churn_args.push("--interval=3s");
+    let (v, code, _) = std::thread::scope(|scope| {
+        let churn = scope.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let unit = format!("--unit=doctor-churn-{n}");
+                sb.run("systemd-run", &["--wait", "-q", "-p", "DefaultDependencies=no", &unit, "/bin/true"]);
+                n += 1;
+            }
+            n
+        });
+        let result = doctor_json(&churn_args);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(churn.join().unwrap() >= 3, "the churn ran");
+        result
+    });
+    assert_eq!(code, 0, "info only: {v:#}");
+    let churn = findings(&v, "NodesleuthSystemdUnitChurn");
+    assert_eq!(churn[0]["verdict"], "info", "{v:#}");
+    assert!(churn[0]["evidence"]["jobs_per_hour"].as_f64().unwrap() >= 3000.0, "{:#}", churn[0]);
+    let c = findings(&v, "NodesleuthSystemdCookieExhaustion");
+    assert!(c[0]["evidence"]["serial_growth_per_minute"].as_f64().unwrap() > 60.0, "{:#}", c[0]);
+
     sb.freeze();
     let (v, code, took) = doctor_json(&args);
     sb.thaw();
