@@ -342,3 +342,24 @@ fn live_output_stall_on_a_terminal_is_critical_on_a_pipe_a_warning() {
         drop(h);
     }
 }
+
+#[test]
+fn unprivileged_doctor_says_what_it_cannot_see() {
+    require_root();
+    util::require_tool("setpriv");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_nodesleuth"))
+        .args(["doctor", "--only", "tcp,memory", "--interval", "1s", "--output", "json"])
+        .output()
+        .unwrap();
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let blind: Vec<&Value> = v["unchecked"].as_array().unwrap().iter().filter(|u| u["kind"] == "unreadable").collect();
+    for name in ["NodesleuthTCPCloseWaitPileUp", "NodesleuthGoMadvFreeRetention"] {
+        assert!(
+            blind.iter().any(|u| u["name"] == name && u["reason"].as_str().unwrap().contains("CAP_SYS_PTRACE")),
+            "{name}: {v:#}"
+        );
+    }
+}

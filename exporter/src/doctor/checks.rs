@@ -119,6 +119,48 @@ pub struct Input<'a> {
     pub now: f64,
     /// `--collector.systemd.timeout` in seconds.
     pub systemd_timeout: f64,
+    /// The doctor's effective capabilities (`CapEff` of /proc/self/status); `None` when unknown.
+    pub capabilities: Option<u64>,
+}
+
+/// Capabilities the collectors need to see every pod (deploy/README.md, "what the DaemonSet can see"), with the
+/// checks that see less without them.
+const CAPABILITIES: &[(u32, &str, &str, &[&str])] = &[
+    (
+        19,
+        "CAP_SYS_PTRACE",
+        "other processes' network namespaces, /proc/<pid>/fd, environ and syscall are not readable: pods are \
+         invisible, only what this process shares is checked",
+        &[CW_PILE_UP, CW_CLIENT_LEAK, ACCEPT_QUEUE_FULL, IPVS_ORPHANED, IPVS_NEAR_EXPIRY, MADV_FREE, OUTPUT_STALLED],
+    ),
+    (
+        21,
+        "CAP_SYS_ADMIN",
+        "no netlink socket inside pods' namespaces: socket tables are read as text, without accept-queue limits",
+        &[ACCEPT_QUEUE_FULL],
+    ),
+    (
+        2,
+        "CAP_DAC_READ_SEARCH",
+        "/proc/<pid>/fd of non-root processes is not readable: CLOSE_WAIT sockets of non-root pods have no owner",
+        &[CW_PILE_UP, CW_CLIENT_LEAK],
+    ),
+];
+
+/// "Could not check" entries for the capabilities this run lacks, for the areas that ran.
+fn capabilities(input: &Input, ran: &[&'static str], out: &mut Out) {
+    let Some(eff) = input.capabilities else { return };
+    for (bit, name, what, checks) in CAPABILITIES {
+        if eff & (1u64 << bit) != 0 {
+            continue;
+        }
+        for check in *checks {
+            let area = CHECKS.iter().find(|(_, c)| c.contains(check)).map(|(a, _)| *a).unwrap_or("");
+            if ran.contains(&area) {
+                out.skip(check, area, "unreadable", format!("no {name}: {what}"));
+            }
+        }
+    }
 }
 
 /// The checks of each area, by alert name (what "could not check" lists when an area cannot run).
@@ -162,6 +204,7 @@ fn key_family(collector: &str) -> &'static str {
 /// checks that could not run.
 pub fn diagnose(input: &Input) -> (Vec<Finding>, Vec<Unchecked>) {
     let mut out = Out::default();
+    let mut ran = Vec::new();
     for (area, checks) in CHECKS {
         if !input.only.is_empty() && !input.only.iter().any(|a| a == area) {
             continue;
@@ -172,6 +215,7 @@ pub fn diagnose(input: &Input) -> (Vec<Finding>, Vec<Unchecked>) {
             }
             continue;
         }
+        ran.push(*area);
         match *area {
             "tcp" => tcp(input, &mut out),
             "ipvs" => ipvs(input, &mut out),
@@ -182,6 +226,7 @@ pub fn diagnose(input: &Input) -> (Vec<Finding>, Vec<Unchecked>) {
         }
     }
     collector_failing(input, &mut out);
+    capabilities(input, &ran, &mut out);
     (out.findings, out.unchecked)
 }
 

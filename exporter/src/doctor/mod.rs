@@ -196,6 +196,7 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
         absent,
         now,
         systemd_timeout: args.collectors.systemd.timeout.as_secs_f64(),
+        capabilities: effective_capabilities(),
     };
     let (findings, unchecked) = checks::diagnose(&input);
     let report = Report {
@@ -236,6 +237,13 @@ fn node_name(procfs: &std::path::Path) -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// `CapEff` of this process (the local /proc, not `--path.procfs`: these are the doctor's own powers).
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 fn is_tty() -> bool {
