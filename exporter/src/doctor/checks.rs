@@ -119,6 +119,48 @@ pub struct Input<'a> {
     pub now: f64,
     /// `--collector.systemd.timeout` in seconds.
     pub systemd_timeout: f64,
+    /// The doctor's effective capabilities (`CapEff` of /proc/self/status); `None` when unknown.
+    pub capabilities: Option<u64>,
+}
+
+/// Capabilities the collectors need to see every pod (deploy/README.md, "what the DaemonSet can see"), with the
+/// checks that see less without them.
+const CAPABILITIES: &[(u32, &str, &str, &[&str])] = &[
+    (
+        19,
+        "CAP_SYS_PTRACE",
+        "other processes' network namespaces, /proc/<pid>/fd, environ and syscall are not readable: pods are \
+         invisible, only what this process shares is checked",
+        &[CW_PILE_UP, CW_CLIENT_LEAK, ACCEPT_QUEUE_FULL, IPVS_ORPHANED, IPVS_NEAR_EXPIRY, MADV_FREE, OUTPUT_STALLED],
+    ),
+    (
+        21,
+        "CAP_SYS_ADMIN",
+        "no netlink socket inside pods' namespaces: socket tables are read as text, without accept-queue limits",
+        &[ACCEPT_QUEUE_FULL],
+    ),
+    (
+        2,
+        "CAP_DAC_READ_SEARCH",
+        "/proc/<pid>/fd of non-root processes is not readable: CLOSE_WAIT sockets of non-root pods have no owner",
+        &[CW_PILE_UP, CW_CLIENT_LEAK],
+    ),
+];
+
+/// "Could not check" entries for the capabilities this run lacks, for the areas that ran.
+fn capabilities(input: &Input, ran: &[&'static str], out: &mut Out) {
+    let Some(eff) = input.capabilities else { return };
+    for (bit, name, what, checks) in CAPABILITIES {
+        if eff & (1u64 << bit) != 0 {
+            continue;
+        }
+        for check in *checks {
+            let area = CHECKS.iter().find(|(_, c)| c.contains(check)).map(|(a, _)| *a).unwrap_or("");
+            if ran.contains(&area) {
+                out.skip(check, area, "unreadable", format!("no {name}: {what}"));
+            }
+        }
+    }
 }
 
 /// The checks of each area, by alert name (what "could not check" lists when an area cannot run).
@@ -162,6 +204,7 @@ fn key_family(collector: &str) -> &'static str {
 /// checks that could not run.
 pub fn diagnose(input: &Input) -> (Vec<Finding>, Vec<Unchecked>) {
     let mut out = Out::default();
+    let mut ran = Vec::new();
     for (area, checks) in CHECKS {
         if !input.only.is_empty() && !input.only.iter().any(|a| a == area) {
             continue;
@@ -172,6 +215,7 @@ pub fn diagnose(input: &Input) -> (Vec<Finding>, Vec<Unchecked>) {
             }
             continue;
         }
+        ran.push(*area);
         match *area {
             "tcp" => tcp(input, &mut out),
             "ipvs" => ipvs(input, &mut out),
@@ -182,6 +226,7 @@ pub fn diagnose(input: &Input) -> (Vec<Finding>, Vec<Unchecked>) {
         }
     }
     collector_failing(input, &mut out);
+    capabilities(input, &ran, &mut out);
     (out.findings, out.unchecked)
 }
 
@@ -264,6 +309,8 @@ fn where_(s: &Sample) -> String {
             "host" => "the host network namespace".into(),
             ns => format!("network namespace {ns}"),
         }
+    } else if s.label("namespace").is_empty() {
+        format!("pod UID {} (no log directory names it)", s.label("pod"))
     } else {
         format!("pod {}/{}", s.label("namespace"), s.label("pod"))
     }
@@ -447,36 +494,50 @@ fn tcp(input: &Input, out: &mut Out) {
     accept_queues(input, out, &flagged_hung_ports);
 }
 
-/// A command that sets `$PID` to a process in the subject's network namespace: the pod's sandbox through
-/// crictl, else the process by name, else PID 1 (the host namespace).
-fn pid_command(s: &Sample) -> String {
-    let (ns, pod, process) = (s.label("namespace"), s.label("pod"), s.label("process"));
-    if !pod.is_empty() {
-        format!("PID=$(crictl inspectp $(crictl pods -q --namespace {ns} --name {pod}) | jq .info.pid)")
-    } else if !process.is_empty() && process != "(other)" {
-        format!("PID=$(pgrep -o -x '{process}')")
+/// A shell expression printing the PID of a process in the subject's network namespace: the pod's sandbox
+/// through crictl, a process of a named or numbered namespace, PID 1 for the host's.
+fn netns_pid(s: &Sample) -> String {
+    let (ns, pod, netns) = (s.label("namespace"), s.label("pod"), s.label("netns"));
+    if !pod.is_empty() && ns.is_empty() {
+        // A pod without a log directory is labelled with its UID.
+        format!("crictl inspectp $(crictl pods -q --label io.kubernetes.pod.uid={pod}) | jq .info.pid")
+    } else if !pod.is_empty() {
+        format!("crictl inspectp $(crictl pods -q --namespace {ns} --name {pod}) | jq .info.pid")
+    } else if netns.is_empty() || netns == "host" {
+        "echo 1".into()
+    } else if netns.bytes().all(|b| b.is_ascii_digit()) {
+        format!("lsns -t net -n -o PID,NS | awk '$2=={netns} {{print $1; exit}}'")
     } else {
-        "PID=1".into()
+        format!("ip netns pids {netns} | head -1")
     }
 }
 
-/// `$PID` of the process itself (not the pod's sandbox): by name inside the pod's container.
+/// A command that sets `$PID` to a process in the subject's network namespace.
+fn pid_command(s: &Sample) -> String {
+    match netns_pid(s).as_str() {
+        "echo 1" => "PID=1".into(),
+        e => format!("PID=$({e})"),
+    }
+}
+
+/// A command that sets `$PID` to the subject's process itself (by name, in the subject's network namespace).
 fn process_pid_command(s: &Sample) -> String {
-    let (process, container) = (s.label("process"), s.label("container"));
-    if !container.is_empty() && !process.is_empty() {
-        format!("PID=$(pgrep -o -x '{process}')  # several pods run it? crictl inspect <{container} id> | jq .info.pid")
-    } else {
-        pid_command(s)
+    let process = s.label("process");
+    if process.is_empty() || process == "(other)" {
+        return pid_command(s);
+    }
+    match netns_pid(s).as_str() {
+        "echo 1" if s.label("pod").is_empty() => format!("PID=$(pgrep -o -x '{process}')"),
+        e => format!("PID=$(pgrep -o -x '{process}' --nslist net --ns \"$({e})\")"),
     }
 }
 
 fn tcp_next(s: &Sample, server: bool) -> Vec<String> {
-    let pid = pid_command(s);
+    let pid = process_pid_command(s);
     let filter = if server { format!(" '( sport = :{} )'", s.label("local_port")) } else { String::new() };
     vec![
         pid,
         format!("nsenter -t \"$PID\" -n ss -tanp state close-wait{filter} | head"),
-        process_pid_command(s),
         "grep -E 'State|Threads' /proc/$PID/status".into(),
         "kill -QUIT $PID  # Go: goroutine dump to the container log; Java: jstack $PID".into(),
     ]
@@ -1112,19 +1173,20 @@ fn output(input: &Input, out: &mut Out) {
         );
         let mut f = finding(OUTPUT_STALLED, "output", verdict, summary);
         f.subject = subject(s, &keys);
-        f.evidence = [
-            ("stalled_seconds", num(s.value)),
-            ("stalled_threads", opt(threads)),
-            ("target", json!(target)),
-            ("log_age_seconds", opt(log_age)),
-            ("log_partial_lines", opt(partial)),
-        ]
-        .into_iter()
-        .collect();
+        f.evidence = [("stalled_seconds", num(s.value)), ("stalled_threads", opt(threads)), ("target", json!(target))]
+            .into_iter()
+            .collect();
+        // Pod containers only: host processes have no container log.
+        if let Some(age) = log_age {
+            f.evidence.insert("log_age_seconds", num(age));
+        }
+        if let Some(p) = partial {
+            f.evidence.insert("log_partial_lines", num(p));
+        }
         f.next = vec![
             process_pid_command(s),
             "ls -l /proc/$PID/fd/1 /proc/$PID/fd/2".into(),
-            "grep -l write /proc/$PID/task/*/syscall 2>/dev/null | head; cat /proc/$PID/task/*/wchan; echo".into(),
+            "for t in /proc/$PID/task/*; do echo \"$t $(cat $t/wchan) $(cut -d' ' -f1-2 $t/syscall)\"; done".into(),
         ];
         f.fix = if target == "tty" {
             "The container is stuck writing logs to a terminal: set `tty: false` (and `stdin: false`) in the pod \

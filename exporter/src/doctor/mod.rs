@@ -123,6 +123,11 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
         report::AREAS.iter().copied().filter(|a| args.only.is_empty() || args.only.iter().any(|o| o == a)).collect();
     // Only the collectors the selected areas need.
     let run_these: Vec<&'static str> = enabled.iter().copied().filter(|c| areas.contains(c)).collect();
+    let mut collector_args = args.collectors.clone();
+    if !run_these.iter().any(|c| *c == "tcp" || *c == "ipvs") {
+        // Nothing scans sockets: skip the socket scanner's start-up self-test (a throwaway network namespace).
+        collector_args.tcp.source = crate::collectors::tcp::TcpSource::Procfs;
+    }
     let exporter_args = ExporterArgs {
         listen_address: crate::cli::DEFAULT_LISTEN.into(),
         telemetry_path: "/metrics".into(),
@@ -134,7 +139,7 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
         container_logs: args.container_logs.clone(),
         collector_timeout: args.timeout,
         disable_defaults: args.disable_defaults,
-        collectors: args.collectors.clone(),
+        collectors: collector_args,
     };
     let shared = Shared::new(&exporter_args, &run_these);
     let sample = Arc::new(AtomicU64::new(1));
@@ -196,6 +201,7 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
         absent,
         now,
         systemd_timeout: args.collectors.systemd.timeout.as_secs_f64(),
+        capabilities: effective_capabilities(),
     };
     let (findings, unchecked) = checks::diagnose(&input);
     let report = Report {
@@ -236,6 +242,13 @@ fn node_name(procfs: &std::path::Path) -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// `CapEff` of this process (the local /proc, not `--path.procfs`: these are the doctor's own powers).
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 fn is_tty() -> bool {

@@ -178,7 +178,13 @@ impl Report {
         );
         let problems: Vec<&Finding> = self.findings.iter().filter(|f| f.verdict != Verdict::Ok).collect();
         if problems.is_empty() {
-            let _ = writeln!(out, "\n{}", paint(Verdict::Ok, "Nothing found: every check below passed."));
+            let partial = self.unchecked.iter().any(|u| matches!(u.kind, "unreadable" | "failed"));
+            let text = if partial {
+                "Nothing found in what could be read: see \"Could not check\" for what was not."
+            } else {
+                "Nothing found: every check below passed."
+            };
+            let _ = writeln!(out, "\n{}", paint(Verdict::Ok, text));
         }
         let mut previous: Option<&str> = None;
         for f in &problems {

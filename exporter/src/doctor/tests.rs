@@ -64,6 +64,7 @@ fn input<'a>(first: &'a Snapshot, second: &'a Snapshot) -> Input<'a> {
         absent: BTreeMap::new(),
         now: 1_000_000.0,
         systemd_timeout: 2.0,
+        capabilities: None,
     }
 }
 
@@ -650,4 +651,29 @@ fn human_output_fits_100_columns_and_colours_only_when_asked() {
     // A narrow terminal narrows it.
     let narrow = r.to_human(false, 72);
     assert!(narrow.lines().all(|l| l.chars().count() <= 72), "{narrow}");
+}
+
+#[test]
+fn missing_capabilities_are_said_for_the_checks_they_blind() {
+    let s = snap("");
+    let mut i = input(&s, &s);
+    // Root's full set minus CAP_SYS_PTRACE (19): pods are invisible to the tcp, ipvs, memory and output checks.
+    i.capabilities = Some(0x1ff_ffff_ffff & !(1 << 19));
+    let (f, u) = run(&i);
+    let blind: BTreeSet<&str> = u.iter().filter(|u| u.kind == "unreadable").map(|u| u.name).collect();
+    for name in [checks::CW_PILE_UP, checks::ACCEPT_QUEUE_FULL, checks::IPVS_ORPHANED, checks::MADV_FREE] {
+        assert!(blind.contains(name), "{name}: {u:?}");
+    }
+    assert!(u.iter().any(|u| u.reason.contains("CAP_SYS_PTRACE")));
+    assert!(!blind.contains(checks::UNRESPONSIVE), "D-Bus needs no ptrace");
+    let r = report(f, u);
+    assert_eq!(r.exit_code, 0, "not knowing is not a finding");
+    assert!(r.to_human(false, 100).contains("Nothing found in what could be read"));
+    // --only systemd: nothing about the areas that did not run.
+    i.only = vec!["systemd".into()];
+    assert!(run(&i).1.iter().all(|u| u.area == "systemd"));
+    // Every capability there: nothing said.
+    i.only = vec![];
+    i.capabilities = Some(0x1ff_ffff_ffff);
+    assert!(run(&i).1.iter().all(|u| u.kind != "unreadable"));
 }
