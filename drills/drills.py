@@ -52,7 +52,7 @@ from e2elib import (R, NetNs, Pod, ProcView, Sandbox, cleanups, die, fail, free_
 import robot as fake  # noqa: E402
 
 BIN = os.environ.get("NODESLEUTH_BIN") or str(ROOT / "target" / "release" / "nodesleuth")
-SCRAPE = "2s"
+SCRAPE = "3s"  # the exporter's deadline is 2.5 s: room for the systemd collector's 1 s timeout on a loaded machine
 DOCTOR_INTERVAL = "3s"
 WAIT = 150  # "did not hang" bound for one alert to reach the robot (seconds)
 TIMES = []  # (drill, what, seconds) for the summary
@@ -280,13 +280,19 @@ class Drills:
         w, logs = self.work, self.logs
         common = [f"--path.pod-logs={logs}/pods", f"--path.container-logs={logs}/containers",
                   "--collector.disable-defaults"]
+        # the host of the procfs views: a process in a network namespace of our own, so that the views' exporters
+        # see the drills' namespaces and not the sockets of everything else on a shared machine
+        self.node_ns = NetNs("node", prefix="drl")
+        node = spawn("node-host", self.node_ns.cmd("sleep", "infinity"))
         # 1. tcp: the pod's network namespace and server; a procfs view with only the server in it
         self.web_ns = NetNs("web", prefix="drl")
         self.web = Pod(logs, "drill", "web-0", "web")
         srv = spawn("web-server", self.web_ns.cmd("python3", "-c", WEB_SERVER), stdout=subprocess.PIPE, text=True)
         read_ready(srv, "READY")
         self.web.add(srv.pid)  # `ip netns exec` execs python in place: the pid is the server's
-        view1 = ProcView(f"{w}/proc-tcp")
+        while not os.path.exists(f"/proc/{node.pid}/net/tcp") or os.readlink(f"/proc/{node.pid}/exe").endswith("ip"):
+            time.sleep(0.02)  # `ip netns exec` has not exec'd sleep yet
+        view1 = ProcView(f"{w}/proc-tcp", host_pid=node.pid)
         view1.add(srv.pid)
         self.web_procs = [srv]
         self.flags["drill-tcp"] = common + [f"--path.procfs={w}/proc-tcp", "--collector.tcp",
@@ -321,7 +327,8 @@ class Drills:
         cl = spawn("orders-app", self.vip_ns.cmd("python3", "-c", VIP_CLIENT), stdout=subprocess.PIPE, text=True)
         self.ports = [int(p) for p in read_ready(cl, "READY")[6:].split(",")]
         self.orders.add(cl.pid)
-        self.view4 = ProcView(f"{w}/proc-ipvs", {"net/ip_vs": IP_VS, "net/ip_vs_conn": ip_vs_conn(self.ports)})
+        self.view4 = ProcView(f"{w}/proc-ipvs", {"net/ip_vs": IP_VS, "net/ip_vs_conn": ip_vs_conn(self.ports)},
+                              host_pid=node.pid)
         self.view4.add(cl.pid)
         self.vip_procs = [cl, be]
         self.flags["drill-ipvs"] = common + [f"--path.procfs={w}/proc-ipvs", "--collector.tcp", "--collector.ipvs",
@@ -384,6 +391,9 @@ class Drills:
         if s is not None:
             measure(d, "systemd frozen -> robot", s)
         doctor(d, self.flags["drill-systemd"], "NodesleuthSystemdUnresponsive", {}, codes=(2,))
+        last = chain.robot.last("NodesleuthSystemdUnresponsive", node)
+        if last and last[0] != "firing":
+            fail(f"{d}: NodesleuthSystemdUnresponsive reached the robot {last[0]} while systemd was still frozen")
         t1 = time.time()
         self.sb.freeze(False)
         s = chain.wait_robot(d, "resolved", "NodesleuthSystemdUnresponsive", node, t1)

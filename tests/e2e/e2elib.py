@@ -194,13 +194,15 @@ class NetNs:
 
 
 class ProcView:
-    """A procfs view (`--path.procfs`) that shows the exporter only what a test made: "1" is this test process (host
-    network namespace) with its real net files, plus extra files (e.g. IPVS tables in the kernel's format, which this
-    kernel cannot make); every added pid is the real /proc/<pid>. The idea of exporter/tests/live_ipvs.rs."""
+    """A procfs view (`--path.procfs`) that shows the exporter only what a test made: "1" stands for the node's host
+    process, with its real namespaces and net files (of this test process, or of `host_pid`, e.g. a process in a
+    network namespace of the test's own, so that nothing else of a shared machine is seen), plus extra files (e.g.
+    IPVS tables in the kernel's format, which this kernel cannot make); every added pid is the real /proc/<pid>.
+    The idea of exporter/tests/live_ipvs.rs."""
 
-    def __init__(self, root, host_files=None):
+    def __init__(self, root, host_files=None, host_pid=None):
         self.root = root
-        me = os.getpid()
+        me = host_pid or os.getpid()
         os.makedirs(os.path.join(root, "1", "net"))
         os.symlink(f"/proc/{me}/ns", os.path.join(root, "1", "ns"))
         for f in ("tcp", "tcp6", "snmp", "sockstat"):
