@@ -68,7 +68,7 @@ pub struct OutputArgs {
     /// Output: groups (namespace, pod, container, process, target) with a stalled writer exported, longest stall
     /// first; the rest are folded into one `process="(other)"` group. 0 exports every group.
     #[arg(long = "collector.output.top-n", default_value_t = 10)]
-    pub top_n: usize,
+    pub stalled_top_n: usize,
     /// Output: bytes read from the end of each live container's newest log file to count CRI partial (`P`)
     /// records; 0 reads nothing (no `nodesleuth_container_log_partial_lines`).
     #[arg(long = "collector.output.log-tail-bytes", default_value_t = 65536)]
@@ -265,7 +265,7 @@ impl Collector for OutputCollector {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (stalls, counts) = self.scan(&mut guard, root, &pids, Instant::now());
         let state = &mut *guard;
-        let (top, other) = select_top(stalls, self.args.top_n, &state.exported);
+        let (top, other) = select_top(stalls, self.args.stalled_top_n, &state.exported);
         state.exported = top.iter().map(|(k, _)| k.clone()).collect();
 
         let other_key: GroupKey = ("".into(), "".into(), "".into(), "(other)".into(), "");
@@ -636,7 +636,7 @@ mod tests {
 
     fn collector(dir: &Path) -> OutputCollector {
         OutputCollector {
-            args: OutputArgs { top_n: 10, log_tail_bytes: 65536 },
+            args: OutputArgs { stalled_top_n: 10, log_tail_bytes: 65536 },
             pods: Arc::new(PodResolver::new(dir.join("pods"), dir.join("containers"))),
             pod_logs: Some(dir.join("pods")),
             state: Mutex::new(State::default()),
