@@ -16,7 +16,7 @@
 //!   `fd/1` and `fd/2` (what stdout and stderr are: `tty`, `pipe`, `file`, `socket`, `null`, `other`) and the
 //!   cgroup (pod attribution, `pods.rs`). A known pid's start time is checked again every
 //!   [`REVALIDATE_EVERY`] scrapes (spread over the scrapes), and always before a stall is reported, so a reused
-//!   pid is re-identified;
+//!   pid is re-identified; incomplete pod labels are looked up again then;
 //! - per scrape, only for the processes whose stdout/stderr could be stalled: a terminal (always: the kernel
 //!   shows no fill level of a pty from the slave side), a socket (always), a pipe only when it is full — checked
 //!   once per distinct pipe: the pipe is opened read-only and non-blocking through `/proc/<pid>/fd/<n>` for an
@@ -366,7 +366,12 @@ impl OutputCollector {
                         continue;
                     };
                     if prev_start == Some(start) {
-                        state.procs.get_mut(&pid).expect("known").seen = scrape;
+                        let k = state.procs.get_mut(&pid).expect("known");
+                        k.seen = scrape;
+                        // Pod labels found incomplete (kubelet's log entries not there yet) are looked up again.
+                        if k.pod.is_pod() && (k.pod.namespace.is_empty() || k.pod.container.is_empty()) {
+                            k.pod = self.pods.resolve(&proc, pid);
+                        }
                         continue;
                     }
                     let k = if skip {
