@@ -583,11 +583,8 @@ fn tail_partials(path: &Path, limit: u64, buf: &mut Vec<u8>) -> io::Result<u64> 
     file.seek(SeekFrom::Start(from))?;
     buf.clear();
     file.take(limit).read_to_end(buf)?;
-    let t = parse::cri_tail(buf, from == 0);
-    if buf.capacity() > 2 * SMALL as usize {
-        *buf = Vec::new(); // keep the steady-state buffer small
-    }
-    Ok(t.partial)
+    // `buf` keeps up to `limit` bytes between scrapes: one buffer, bounded by the flag.
+    Ok(parse::cri_tail(buf, from == 0).partial)
 }
 
 const HELP_SECONDS: &str = "Seconds the group's longest-stalled thread has been blocked in a write to its stdout or stderr while the process wrote nothing (wchar unchanged), observed across scrapes; target: what the fd is.";
