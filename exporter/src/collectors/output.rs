@@ -714,6 +714,40 @@ mod tests {
     }
 
     #[test]
+    fn a_full_pipe_is_seen_through_proc_and_never_read() {
+        use std::io::Write as _;
+        let (mut r, mut w) = {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills the two ints with new fds, owned by the Files below.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
+            use std::os::fd::FromRawFd as _;
+            unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+        };
+        let root = Path::new("/proc");
+        let me = std::process::id();
+        let wfd = w.as_raw_fd() as u32;
+        assert_eq!(pipe_full(root, me, wfd), Some(false), "empty");
+        let chunk = [b'x'; 1000];
+        let mut written = 0;
+        while let Ok(n) = w.write(&chunk) {
+            written += n;
+        }
+        assert_eq!(pipe_full(root, me, wfd), Some(true), "a writer would block now ({written} bytes queued)");
+        // Looking did not take anything out of the pipe.
+        let mut got = 0;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        assert_eq!(got, written);
+        assert_eq!(pipe_full(root, me, wfd), Some(false));
+        assert_eq!(pipe_full(root, u32::MAX, wfd), None, "gone");
+    }
+
+    #[test]
     fn the_rest_is_one_group_with_the_max() {
         let g = |p: &str, secs: f64| -> (GroupKey, Stall) {
             (("".into(), "".into(), "".into(), p.into(), "pipe"), Stall { seconds: secs, threads: 2 })
