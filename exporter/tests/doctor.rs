@@ -363,3 +363,22 @@ fn unprivileged_doctor_says_what_it_cannot_see() {
         );
     }
 }
+
+#[test]
+fn a_bus_socket_that_never_answers_is_dbus_down_within_the_timeout() {
+    // A socket that accepts connections into its backlog and never speaks: a hung dbus-daemon.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("system_bus_socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (v, code, took) = doctor_json(&[
+        "--only=systemd",
+        &format!("--collector.systemd.address=unix:path={}", path.display()),
+        "--interval=1s",
+    ]);
+    assert_eq!(code, 2, "{v:#}");
+    let d = findings(&v, "NodesleuthDBusDown");
+    assert_eq!(d[0]["verdict"], "critical", "{v:#}");
+    assert_eq!(d[0]["evidence"]["dbus_up"], false);
+    assert_eq!(unchecked(&v, "NodesleuthSystemdUnresponsive")[0]["kind"], "failed");
+    assert!(took < Duration::from_secs(12), "two samples of at most the 2 s D-Bus timeout: {took:?}");
+}

@@ -980,7 +980,9 @@ fn systemd(input: &Input, out: &mut Out) {
                  hung otherwise needs its stack before anything else."
             .into();
         out.findings.push(f);
-    } else if up {
+    } else if !dbus {
+        out.skip(UNRESPONSIVE, "systemd", "failed", "the system bus does not answer: systemd cannot be asked".into());
+    } else {
         let call: Vec<String> = b
             .all("nodesleuth_systemd_call_duration_seconds")
             .map(|s| format!("{} {:.1} ms", s.label("method"), s.value * 1000.0))

@@ -344,6 +344,8 @@ fn dbus_down_is_critical() {
     let (f, _) = run(&input(&s, &s));
     assert_eq!(one(&f, checks::DBUS_DOWN).verdict, Verdict::Critical);
     assert!(f.iter().all(|f| f.name != checks::UNRESPONSIVE), "systemd is not blamed for the bus");
+    let (_, u) = run(&input(&s, &s));
+    assert!(u.iter().any(|u| u.name == checks::UNRESPONSIVE && u.kind == "failed"), "{u:?}");
 }
 
 #[test]
