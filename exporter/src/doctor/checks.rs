@@ -1149,8 +1149,10 @@ fn systemd(input: &Input, out: &mut Out) {
 
 fn output(input: &Input, out: &mut Out) {
     let (b, th) = (input.second, &input.thresholds);
-    // The collector counts a stall from the first scrape that sees it: the doctor can see at most its window.
-    let bound = th.output_stalled_seconds.min(input.window * 0.9);
+    // The collector reports a stall once it saw the thread blocked in two scrapes in a row with no byte written in
+    // between, counted from the first: the doctor sees at most its window (minus how late in its first sample the
+    // thread was read). Blocked across both samples for at least half the window is the doctor's stall.
+    let bound = th.output_stalled_seconds.min(input.window * 0.5);
     let keys = ["namespace", "pod", "container", "process", "target"];
     let mut n = 0;
     for s in b.all("nodesleuth_output_stalled_seconds").filter(|s| input.filter.keeps(s)) {

@@ -408,7 +408,7 @@ fn output_stalled_over_the_whole_window_critical_on_a_tty_warning_on_a_pipe() {
         assert_eq!(ev(o, "stalled_threads"), 3);
         assert!(o.fix.contains(if target == "tty" { "tty: false" } else { "pipe" }), "{}", o.fix);
     }
-    // A stall shorter than the window is not (yet) one.
+    // A stall shorter than half the window is not (yet) one.
     let b = with(&stall("tty", 4.0));
     assert_eq!(problems(&run(&input(&b, &b)).0), vec![]);
     // Threads that could not be inspected are said, not hidden.
