@@ -1217,7 +1217,7 @@ fn output(input: &Input, out: &mut Out) {
         out.ok(
             OUTPUT_STALLED,
             "output",
-            format!("no thread blocked writing to stdout/stderr for the whole window ({candidates} candidate threads inspected)"),
+            format!("no thread blocked writing to stdout/stderr across both samples ({candidates} candidate threads inspected)"),
             vec![("candidate_threads", num(candidates))],
         );
     }
