@@ -31,6 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Relay Alertmanager webhooks to DingTalk and WeCom group robots (see relay/README.md).
     Relay(nodesleuth_relay::RelayArgs),
+    /// Diagnose this node now: sample the collectors twice and print findings, worst first (exit 0 nothing,
+    /// 1 warnings, 2 critical, 64 bad flags).
+    Doctor(Box<crate::doctor::DoctorArgs>),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -81,8 +84,13 @@ pub struct ExporterArgs {
     pub collectors: crate::collectors::CollectorArgs,
 }
 
-/// Adds `--collector.<name>` / `--no-collector.<name>` for every collector of [`crate::collectors::ALL`].
-pub fn augment(mut cmd: clap::Command) -> clap::Command {
+/// Adds `--collector.<name>` / `--no-collector.<name>` for every collector of [`crate::collectors::ALL`], to the
+/// exporter and to `nodesleuth doctor`.
+pub fn augment(cmd: clap::Command) -> clap::Command {
+    toggles(cmd).mut_subcommand("doctor", toggles)
+}
+
+fn toggles(mut cmd: clap::Command) -> clap::Command {
     for spec in crate::collectors::ALL {
         let (name, default, help) = (spec.name, spec.enabled_by_default, spec.help);
         let on: &'static str = Box::leak(format!("collector.{name}").into_boxed_str());
@@ -119,7 +127,7 @@ pub fn enabled_collectors(m: &ArgMatches) -> Vec<&'static str> {
 
 /// A path flag that must name an existing directory (a typo in `--path.procfs` otherwise yields an exporter that
 /// runs and reports nothing).
-fn existing_dir(s: &str) -> Result<PathBuf, String> {
+pub(crate) fn existing_dir(s: &str) -> Result<PathBuf, String> {
     let p = PathBuf::from(s);
     match std::fs::metadata(&p) {
         Ok(m) if m.is_dir() => Ok(p),

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod collectors;
+pub mod doctor;
 pub mod genl;
 pub mod logging;
 pub mod metrics;
