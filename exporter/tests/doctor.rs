@@ -102,7 +102,17 @@ fn node_fixture_tree_findings_match_its_known_failures() {
     let args = fixture_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (v, code, _) = doctor_json(&args);
-    assert_eq!(code, 1, "warnings, nothing critical: {v:#}");
+    // With the output collector in the build, the tree's java in shop/cart is stuck writing to its terminal: its
+    // thread stays blocked across both samples of a tree that does not change. Without it: warnings only.
+    let output = nodesleuth::collectors::ALL.iter().any(|c| c.name == "output");
+    let expected = if output { 2 } else { 1 };
+    assert_eq!(code, expected, "{v:#}");
+    if output {
+        let o = findings(&v, "NodesleuthContainerOutputStalled");
+        assert_eq!(o.len(), 1, "{v:#}");
+        assert_eq!((&o[0]["verdict"], &o[0]["subject"]["pod"]), (&"critical".into(), &"cart-8j4vjdfdj-ncs94".into()));
+        assert_eq!(o[0]["subject"]["target"], "tty");
+    }
     // Go 1.15 with 1.3 GiB LazyFree of 2.5 GiB RSS in payments/api.
     let m = findings(&v, "NodesleuthGoMadvFreeRetention");
     assert_eq!(m.len(), 1, "{v:#}");
@@ -138,12 +148,17 @@ fn node_fixture_tree_findings_match_its_known_failures() {
 
     // The human rendering: worst first, at most 100 columns, no colour without a terminal, same exit code.
     let (out, _) = doctor(&args);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(expected));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
     assert!(!text.contains('\x1b'), "no colour when stdout is not a terminal");
-    let first = text.lines().find(|l| l.starts_with("WARNING") || l.starts_with("INFO")).unwrap();
-    assert!(first.starts_with("WARNING"), "worst first: {text}");
+    let heads: Vec<&str> = text
+        .lines()
+        .filter_map(|l| ["CRITICAL", "WARNING", "INFO"].into_iter().find(|h| l.starts_with(&format!("{h} "))))
+        .collect();
+    let rank = |h: &str| ["INFO", "WARNING", "CRITICAL"].iter().position(|x| *x == h).unwrap();
+    assert!(heads.windows(2).all(|w| rank(w[0]) >= rank(w[1])), "worst first: {heads:?}");
+    assert_eq!(heads.first().copied(), Some(if output { "CRITICAL" } else { "WARNING" }), "{text}");
     assert!(text.contains("Could not check:") && text.contains("systemd (5 checks)"), "{text}");
 }
 
@@ -337,7 +352,7 @@ fn live_output_stall_on_a_terminal_is_critical_on_a_pipe_a_warning() {
         assert!(!mine.is_empty(), "{target}: {v:#}");
         assert_eq!(mine[0]["verdict"], verdict, "{v:#}");
         assert!(code >= exit, "{target}: exit {code}");
-        assert!(mine[0]["evidence"]["stalled_seconds"].as_f64().unwrap() >= 2.7, "{:#}", mine[0]);
+        assert!(mine[0]["evidence"]["stalled_seconds"].as_f64().unwrap() >= 1.5, "{:#}", mine[0]);
         assert!(mine[0]["fix"].as_str().unwrap().contains(if target == "tty" { "tty: false" } else { "pipe" }));
         drop(h);
     }
@@ -362,4 +377,23 @@ fn unprivileged_doctor_says_what_it_cannot_see() {
             "{name}: {v:#}"
         );
     }
+}
+
+#[test]
+fn a_bus_socket_that_never_answers_is_dbus_down_within_the_timeout() {
+    // A socket that accepts connections into its backlog and never speaks: a hung dbus-daemon.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("system_bus_socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (v, code, took) = doctor_json(&[
+        "--only=systemd",
+        &format!("--collector.systemd.address=unix:path={}", path.display()),
+        "--interval=1s",
+    ]);
+    assert_eq!(code, 2, "{v:#}");
+    let d = findings(&v, "NodesleuthDBusDown");
+    assert_eq!(d[0]["verdict"], "critical", "{v:#}");
+    assert_eq!(d[0]["evidence"]["dbus_up"], false);
+    assert_eq!(unchecked(&v, "NodesleuthSystemdUnresponsive")[0]["kind"], "failed");
+    assert!(took < Duration::from_secs(12), "two samples of at most the 2 s D-Bus timeout: {took:?}");
 }

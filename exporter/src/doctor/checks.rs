@@ -980,7 +980,9 @@ fn systemd(input: &Input, out: &mut Out) {
                  hung otherwise needs its stack before anything else."
             .into();
         out.findings.push(f);
-    } else if up {
+    } else if !dbus {
+        out.skip(UNRESPONSIVE, "systemd", "failed", "the system bus does not answer: systemd cannot be asked".into());
+    } else {
         let call: Vec<String> = b
             .all("nodesleuth_systemd_call_duration_seconds")
             .map(|s| format!("{} {:.1} ms", s.label("method"), s.value * 1000.0))
@@ -1147,8 +1149,10 @@ fn systemd(input: &Input, out: &mut Out) {
 
 fn output(input: &Input, out: &mut Out) {
     let (b, th) = (input.second, &input.thresholds);
-    // The collector counts a stall from the first scrape that sees it: the doctor can see at most its window.
-    let bound = th.output_stalled_seconds.min(input.window * 0.9);
+    // The collector reports a stall once it saw the thread blocked in two scrapes in a row with no byte written in
+    // between, counted from the first: the doctor sees at most its window (minus how late in its first sample the
+    // thread was read). Blocked across both samples for at least half the window is the doctor's stall.
+    let bound = th.output_stalled_seconds.min(input.window * 0.5);
     let keys = ["namespace", "pod", "container", "process", "target"];
     let mut n = 0;
     for s in b.all("nodesleuth_output_stalled_seconds").filter(|s| input.filter.keeps(s)) {
@@ -1213,7 +1217,7 @@ fn output(input: &Input, out: &mut Out) {
         out.ok(
             OUTPUT_STALLED,
             "output",
-            format!("no thread blocked writing to stdout/stderr for the whole window ({candidates} candidate threads inspected)"),
+            format!("no thread blocked writing to stdout/stderr across both samples ({candidates} candidate threads inspected)"),
             vec![("candidate_threads", num(candidates))],
         );
     }

@@ -230,9 +230,8 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
     report.exit_code
 }
 
-/// The node's name: `NODE_NAME` (the DaemonSet sets it from the downward API), else the host's hostname as the
-/// given procfs shows it (the host's, inside the DaemonSet's pod with `--path.procfs=/host/proc`... of PID 1's UTS
-/// namespace only when hostPID; otherwise the pod's).
+/// The node's name: `NODE_NAME` when set (e.g. from the downward API's `spec.nodeName`), else the hostname that
+/// `<procfs>/sys/kernel/hostname` shows (the UTS namespace of the reader: in a pod without hostNetwork, the pod's).
 fn node_name(procfs: &std::path::Path) -> String {
     if let Some(n) = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()) {
         return n;

@@ -344,6 +344,8 @@ fn dbus_down_is_critical() {
     let (f, _) = run(&input(&s, &s));
     assert_eq!(one(&f, checks::DBUS_DOWN).verdict, Verdict::Critical);
     assert!(f.iter().all(|f| f.name != checks::UNRESPONSIVE), "systemd is not blamed for the bus");
+    let (_, u) = run(&input(&s, &s));
+    assert!(u.iter().any(|u| u.name == checks::UNRESPONSIVE && u.kind == "failed"), "{u:?}");
 }
 
 #[test]
@@ -406,7 +408,7 @@ fn output_stalled_over_the_whole_window_critical_on_a_tty_warning_on_a_pipe() {
         assert_eq!(ev(o, "stalled_threads"), 3);
         assert!(o.fix.contains(if target == "tty" { "tty: false" } else { "pipe" }), "{}", o.fix);
     }
-    // A stall shorter than the window is not (yet) one.
+    // A stall shorter than half the window is not (yet) one.
     let b = with(&stall("tty", 4.0));
     assert_eq!(problems(&run(&input(&b, &b)).0), vec![]);
     // Threads that could not be inspected are said, not hidden.
