@@ -295,3 +295,47 @@ fn committed_bpf_object_is_what_its_source_compiles_to() {
     }
     assert!(text.contains("tp_btf/inet_sock_set_state") && text.contains("iter/tcp"), "programs missing");
 }
+
+const HOLDER: &str = include_str!("holder.py");
+
+/// `holder.py` (see live_tcp.rs): `comm` holding `close_wait` CLOSE_WAIT sockets, and a listener with
+/// `listen(backlog)` and `queued` connections waiting in its accept queue.
+fn holder(ns: &NetNs, comm: &str, close_wait: u32, backlog: u32, queued: u32) -> util::Holder {
+    let args = [comm, &close_wait.to_string(), "0", "0", &backlog.to_string(), &queued.to_string()].map(String::from);
+    util::Holder::spawn(ns.command("python3"), HOLDER, &args)
+}
+
+fn json_port(ready: &str, key: &str) -> String {
+    let at = ready.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} in {ready}")) + key.len() + 4;
+    ready[at..].chars().take_while(char::is_ascii_digit).collect()
+}
+
+#[test]
+fn close_wait_owners_and_accept_queues_from_the_ebpf_source() {
+    require_root();
+    let ns = NetNs::new("ebpfowners");
+    // One holder before the exporter starts (its CLOSE_WAIT sockets reach the set through the seeding iterator),
+    // one after (through state-change events).
+    let early = holder(&ns, "cw-early", 7, 4, 2);
+    let args = ebpf_args("ebpf");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = Exporter::start(&args);
+    e.scrape();
+    let late = holder(&ns, "cw-late", 4, 8, 3);
+    let m = assert_exact(&e, &[&ns], true, "owners");
+    for (h, comm, n) in [(&early, "cw-early", 7.0), (&late, "cw-late", 4.0)] {
+        let cw_port = json_port(&h.ready, "cw_port");
+        let labels = [("netns", ns.name.as_str()), ("process", comm), ("local_port", cw_port.as_str())];
+        assert_eq!(util::sample(&m, "nodesleuth_tcp_close_wait_sockets", &labels), Some(n), "{comm}\n{m}");
+    }
+    for (h, len, limit) in [(&early, 2.0, 4.0), (&late, 3.0, 8.0)] {
+        let q_port = json_port(&h.ready, "queue_port");
+        let q = [("netns", ns.name.as_str()), ("local_port", q_port.as_str())];
+        assert_eq!(util::sample(&m, "nodesleuth_tcp_listen_queue_length", &q), Some(len), "{m}");
+        assert_eq!(util::sample(&m, "nodesleuth_tcp_listen_queue_limit", &q), Some(limit), "{m}");
+    }
+    // The CLOSE_WAIT groups add up to the state count.
+    let groups: f64 =
+        samples(&m, "nodesleuth_tcp_close_wait_sockets", &[("netns", &ns.name)]).iter().map(|(_, v)| v).sum();
+    assert_eq!(groups, 11.0, "{m}");
+}
