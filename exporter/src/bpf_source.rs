@@ -160,8 +160,11 @@ impl EbpfSource {
                     },
                     Err(e) => {
                         track.ns.remove(&key);
-                        // NotFound: a namespace whose processes all exited meanwhile is simply gone.
-                        if e.kind() != std::io::ErrorKind::NotFound {
+                        // NotFound: a namespace whose processes all exited meanwhile is simply gone. Auto: one that
+                        // cannot be entered is walked below, as the netlink source does.
+                        if e.kind() != std::io::ErrorKind::NotFound
+                            && scanner.config().source != sockets::TcpSource::Auto
+                        {
                             let label = &out.namespaces[i].label;
                             out.problems.push(format!("netns {label}: BPF socket iterator: {e}"));
                         }
@@ -186,12 +189,21 @@ impl EbpfSource {
         for ((i, fd), key) in fds.into_iter().enumerate().zip(inodes.iter().map(|&i| i as u32)) {
             let fd = match fd {
                 Ok(fd) => fd,
+                // NotFound: its processes exited meanwhile (a zombie has no namespace links any more).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if scanner.config().source == sockets::TcpSource::Auto => {
+                    // The namespace cannot be entered (setns refused: no CAP_SYS_ADMIN, a seccomp profile): read
+                    // its text tables, as the netlink source does.
+                    scanner.note_netlink_unavailable(&out.namespaces[i].label, &e);
+                    walks += 2;
+                    let (line_buf, ns) = (&mut Vec::new(), &out.namespaces[i]);
+                    let r = sockets::scan_procfs(&ctx.proc, ns, &out.virtual_services, line_buf, &mut out.problems);
+                    out.namespaces[i].sockets = r;
+                    continue;
+                }
                 Err(e) => {
-                    // NotFound: its processes exited meanwhile (a zombie has no namespace links any more).
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        let label = &out.namespaces[i].label;
-                        out.problems.push(format!("netns {label}: cannot open netlink socket inside: {e}"));
-                    }
+                    let label = &out.namespaces[i].label;
+                    out.problems.push(format!("netns {label}: cannot open netlink socket inside: {e}"));
                     continue;
                 }
             };

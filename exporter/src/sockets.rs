@@ -229,6 +229,13 @@ impl SocketScanner {
         self.walks_total.load(Ordering::Relaxed) + self.ebpf_stats().map_or(0, |s| s.walks)
     }
 
+    /// Logs, once, that a namespace could not be entered for netlink and is read from procfs text instead.
+    pub(crate) fn note_netlink_unavailable(&self, label: &str, e: &std::io::Error) {
+        if !self.netlink_warned.swap(true, Ordering::Relaxed) {
+            tracing::info!(netns = %label, error = %e, "tcp: netlink not available, reading procfs text instead");
+        }
+    }
+
     pub fn config(&self) -> &ScanConfig {
         &self.cfg
     }
@@ -503,7 +510,7 @@ pub(crate) fn read_counters(proc: &ProcFs, pids: &[u32]) -> Option<(u64, u64)> {
 }
 
 /// Reads `net/tcp` and `net/tcp6` through the first process of the namespace that still exists.
-fn scan_procfs(
+pub(crate) fn scan_procfs(
     proc: &ProcFs,
     ns: &NsScan,
     virtual_services: &HashSet<SocketAddr>,
