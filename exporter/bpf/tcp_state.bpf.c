@@ -61,6 +61,7 @@ struct close_wait {
 struct globals {
 	__u64 ns_full;        /* a namespace entry could not be created: NS_MAX reached */
 	__u64 close_wait_full; /* a CLOSE_WAIT entry could not be created: CLOSE_WAIT_MAX reached */
+	__u64 storage_fail;   /* a socket's storage could not be allocated (memory cgroup limit): socket not counted */
 };
 
 /* Bounds documented in README.md ("eBPF source"): keep in sync with exporter/src/bpf.rs. */
@@ -103,7 +104,9 @@ static __always_inline void count_full(int which)
 	struct globals *g = bpf_map_lookup_elem(&globals, &zero);
 
 	if (g) {
-		if (which)
+		if (which == 2)
+			__sync_fetch_and_add(&g->storage_fail, 1);
+		else if (which)
 			__sync_fetch_and_add(&g->close_wait_full, 1);
 		else
 			__sync_fetch_and_add(&g->ns_full, 1);
@@ -172,6 +175,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	m = bpf_sk_storage_get(&sk_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!m) {
 		__sync_fetch_and_add(&c->lost, 1);
+		count_full(2);
 		return 0;
 	}
 	if (m->gen == c->gen && m->counted != NOT_COUNTED)
@@ -217,6 +221,7 @@ int seed(struct bpf_iter__tcp *ctx)
 	m = bpf_sk_storage_get(&sk_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!m) {
 		__sync_fetch_and_add(&c->lost, 1);
+		count_full(2);
 		return 0;
 	}
 	if (m->gen != c->gen) {

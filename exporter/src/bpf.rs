@@ -78,6 +78,8 @@ pub struct CloseWait {
 pub struct Overflows {
     pub namespaces: u64,
     pub close_wait: u64,
+    /// Sockets whose storage could not be allocated (it is charged to the exporter's memory cgroup).
+    pub socket_storage: u64,
 }
 
 /// The loaded, attached program and its maps.
@@ -189,11 +191,12 @@ impl TcpBpf {
         let Some(map) = self.map("globals") else { return Overflows::default() };
         let Ok(Some(v)) = map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY) else { return Overflows::default() };
         let u = |i: usize| v.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes);
-        Overflows { namespaces: u(0), close_wait: u(1) }
+        Overflows { namespaces: u(0), close_wait: u(1), socket_storage: u(2) }
     }
 
-    /// Memory the kernel accounts to the maps (`memlock` of their fdinfo), in bytes. Socket-local storage is
-    /// charged to the sockets themselves (about 100 bytes per counted socket) and is not included.
+    /// Memory the kernel accounts to the maps (`memlock` of their fdinfo), in bytes. Socket-local storage (about
+    /// 380 bytes per counted socket: `bpf_local_storage` + one element, from this kernel's BTF) is not included;
+    /// it is charged to the exporter's memory cgroup like the maps.
     pub fn map_memory(&self) -> u64 {
         self.obj.maps().filter_map(|m| m.query_fdinfo().ok()).filter_map(|i| i.memlock).sum()
     }

@@ -142,6 +142,14 @@ impl EbpfSource {
                 let key = inodes[i] as u32;
                 match r {
                     Ok(()) => match self.bpf.namespace(key) {
+                        // Sockets the seeding could not mark (storage allocation failed) are not counted: the
+                        // namespace is walked until a later seeding succeeds.
+                        Some(e)
+                            if e.lost
+                                > entries.get(&key).filter(|o| o.generation == e.generation).map_or(0, |o| o.lost) =>
+                        {
+                            track.ns.remove(&key);
+                        }
                         Some(e) => {
                             track.ns.insert(
                                 key,
