@@ -160,6 +160,20 @@ impl TcpBpf {
             .collect()
     }
 
+    /// Creates the namespace's entry if it has none (a namespace without sockets gets none from the program), with
+    /// a generation from the clock the program uses (CLOCK_MONOTONIC), so it differs from any earlier entry's.
+    pub fn ensure_namespace(&self, netns: u32) {
+        let Some(map) = self.map("ns_counts") else { return };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime with a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let generation = (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64) | 1;
+        let mut value = vec![0u8; NS_COUNTS_SIZE];
+        value[..8].copy_from_slice(&generation.to_ne_bytes());
+        // EEXIST: the program created it meanwhile, which is as good.
+        let _ = map.update(&netns.to_ne_bytes(), &value, MapFlags::NO_EXIST);
+    }
+
     /// Forgets a namespace (it vanished, or its entry stopped being exact). If it is still alive, the program
     /// re-creates its entry with a new generation and the next iterator run rebuilds it.
     pub fn forget(&self, netns: u32) {

@@ -134,6 +134,9 @@ impl EbpfSource {
         if !need.is_empty() {
             let paths: Vec<PathBuf> =
                 need.iter().map(|&i| ctx.proc.pid_path(out.namespaces[i].pids[0], "ns/net")).collect();
+            for &i in &need {
+                self.bpf.ensure_namespace(inodes[i] as u32);
+            }
             let before = self.bpf.overflows();
             let results = self.bpf.run_in(&paths);
             walks += need.len() as u64;
