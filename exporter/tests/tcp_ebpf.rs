@@ -345,8 +345,7 @@ fn steady_state_scrapes_walk_no_socket_table() {
     require_root();
     // A namespace without any socket (the program never sees an event there) must be seeded once, not each scrape.
     let empty = NetNs::new("ebpfempty");
-    // Killed with the namespace (NetNs drop).
-    let _sleeper = empty.command("sleep").arg("600").spawn().expect("sleep");
+    let _sleeper = Sleeper(empty.command("sleep").arg("600").spawn().expect("sleep"));
     let mut args = util::only_collector("tcp");
     args.extend(["--collector.tcp.source=ebpf".to_string(), "--collector.tcp.ebpf-resync-interval=1h".to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -368,4 +367,14 @@ fn steady_state_scrapes_walk_no_socket_table() {
         }
     }
     panic!("scrapes keep walking socket tables: walks per 4 scrapes {deltas:?}\n{}", e.log());
+}
+
+/// A process killed and reaped on drop.
+struct Sleeper(Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
