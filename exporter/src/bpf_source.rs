@@ -262,6 +262,10 @@ impl EbpfSource {
             scan.counts[TcpState::CloseWait.index()] = scan.close_wait.len() as u64;
             scan.counts[TcpState::TimeWait.index()] = match sockets::read_counters(&ctx.proc, &ns.pids) {
                 Some((_, tw)) => tw,
+                // Every process of the namespace exited meanwhile: it is gone, not broken.
+                None if !ns.pids.iter().any(|&p| std::fs::read_link(ctx.proc.pid_path(p, "ns/net")).is_ok()) => {
+                    continue;
+                }
                 None => {
                     out.problems.push(format!("netns {}: cannot read net/sockstat for TIME_WAIT", ns.label));
                     0
