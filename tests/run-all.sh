@@ -22,9 +22,12 @@ command -v cargo >/dev/null || die "cargo is not installed (Rust toolchain requi
 
 # Debian packages: promtool (prometheus), the benchmark peers, Alertmanager for the relay tests, iproute2 for
 # `ip netns`, python3 for socket holders, g++ for libFuzzer, systemd and dbus for the real-systemd sandbox,
-# openssl and curl for the TLS test, golang-go for the failure drills' Go service (drills/).
+# openssl and curl for the TLS test, golang-go for the failure drills' Go service (drills/); clang and libbpf-dev to
+# check the committed BPF object against its source, bpftool to inspect its maps, libelf-dev/zlib1g-dev/pkg-config to
+# build the BPF loader (libbpf).
 packages=(prometheus prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter iproute2 util-linux
-          python3 g++ curl openssl systemd dbus buildah binutils tar golang-go)
+          python3 g++ curl openssl systemd dbus buildah binutils tar golang-go
+          clang libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,8 +39,8 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 for tool in promtool prometheus-node-exporter prometheus-alertmanager prometheus-process-exporter amtool ip unshare \
-            nsenter setpriv python3 cc c++ curl openssl dbus-daemon busctl systemd-run systemctl buildah kubectl prometheus \
-            go; do
+            nsenter setpriv python3 cc c++ clang bpftool curl openssl dbus-daemon busctl systemd-run systemctl buildah \
+            kubectl prometheus go; do
     command -v "$tool" >/dev/null || die "$tool is still missing after installing packages"
 done
 [ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing (package systemd)"

@@ -1,5 +1,7 @@
 //! nodesleuth: a Prometheus exporter for the Kubernetes node failures operators diagnose by hand.
 
+pub mod bpf;
+pub mod bpf_source;
 pub mod cli;
 pub mod collectors;
 pub mod doctor;

@@ -30,13 +30,30 @@ pub fn named_namespaces(rootfs: &Path) -> HashMap<u64, String> {
 /// Creates one socket per namespace, each inside the namespace that `ns_path` (a `/proc/<pid>/ns/net` file)
 /// refers to. Results are in request order.
 pub fn sockets_in(requests: &[PathBuf], domain: i32, kind: i32, protocol: i32) -> Vec<io::Result<OwnedFd>> {
+    run_in(requests, move || {
+        // SAFETY: plain socket(2) call; the returned descriptor is owned exactly once below.
+        let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+}
+
+/// Runs `f` once inside each namespace (`/proc/<pid>/ns/net` paths), on a private thread, and returns its results
+/// in request order. `f` creates something bound to the namespace it runs in (a socket, a BPF iterator).
+pub fn run_in<T: Send + 'static>(
+    requests: &[PathBuf],
+    f: impl Fn() -> io::Result<T> + Send + 'static,
+) -> Vec<io::Result<T>> {
     let n = requests.len();
     let requests = requests.to_vec();
     let worker = std::thread::Builder::new().name("nodesleuth-setns".into()).spawn(move || {
         let home = File::open("/proc/thread-self/ns/net")?;
         let mut out = Vec::with_capacity(requests.len());
         for path in &requests {
-            out.push(socket_in(path, domain, kind, protocol));
+            out.push(File::open(path).and_then(|ns| setns(&ns)).and_then(|()| f()));
             // Always return home before the next request; if that fails the thread's state is unknown, so the
             // remaining requests fail rather than run in the wrong namespace.
             if let Err(e) = setns(&home) {
@@ -53,18 +70,6 @@ pub fn sockets_in(requests: &[PathBuf], domain: i32, kind: i32, protocol: i32) -
         Ok(Ok(Err(e))) => (0..n).map(|_| Err(io::Error::new(e.kind(), e.to_string()))).collect(),
         _ => (0..n).map(|_| Err(io::Error::other("setns worker thread failed"))).collect(),
     }
-}
-
-fn socket_in(ns_path: &Path, domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
-    let ns = File::open(ns_path)?;
-    setns(&ns)?;
-    // SAFETY: plain socket(2) call; the returned descriptor is owned exactly once below.
-    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn setns(ns: &File) -> io::Result<()> {

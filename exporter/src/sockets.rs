@@ -34,8 +34,13 @@ use crate::sock_diag;
 /// How socket tables are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TcpSource {
-    /// Netlink where permitted, procfs text elsewhere.
+    /// eBPF where permitted, else netlink where permitted, else procfs text (`--collector.tcp.exact-counts`:
+    /// netlink or procfs).
     Auto,
+    /// State counts and CLOSE_WAIT sockets kept current by an eBPF program on the TCP state-change tracepoint
+    /// (see [`crate::bpf`]); a scrape reads maps instead of walking socket tables. Fails (reported) where BPF is
+    /// not permitted.
+    Ebpf,
     /// Netlink only; a namespace that cannot be entered is reported as a failure.
     Netlink,
     /// procfs text only.
@@ -51,6 +56,23 @@ pub struct ScanConfig {
     pub ipvs_clients: bool,
     /// See [`scan_netlink`]: up to this many ESTABLISHED sockets, IPVS client sockets come from the same walk.
     pub one_walk_max_established: u64,
+    /// eBPF source: every namespace's counts are re-checked against its sockets once per this interval, one
+    /// namespace at a time, spread evenly over it.
+    pub ebpf_resync_interval: std::time::Duration,
+    /// `--path.procfs` is a procfs mount (the host's), not a fixture tree: only then does `auto` load the eBPF
+    /// source.
+    pub procfs_is_kernel: bool,
+}
+
+/// Whether `path` is a mounted procfs (statfs magic `PROC_SUPER_MAGIC`).
+pub fn is_procfs_mount(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs(2) with a NUL-terminated path and a zeroed out-struct of the right type.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::PROC_SUPER_MAGIC
+    }
 }
 
 /// What this kernel's O(1) counters count, established by [`probe_counter_semantics`]. `None` means the counter
@@ -75,15 +97,23 @@ pub struct NsSockets {
     pub listeners: BTreeMap<u16, (u64, u64)>,
     pub limits_known: bool,
     /// FIN_WAIT2 entries that are timewait minisockets (counted in `sockstat` `tw`).
-    fin_wait2_minisocks: u64,
-    /// `netlink` or `procfs`.
+    pub(crate) fin_wait2_minisocks: u64,
+    /// `ebpf`, `netlink` or `procfs`.
     pub source: &'static str,
     /// ESTABLISHED sockets whose remote endpoint is an IPVS virtual service: (local, remote).
     pub to_virtual_services: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl NsSockets {
-    fn add(&mut self, state: TcpState, local_port: u16, inode: u64, queue_len: u32, queue_limit: u32, timer: u8) {
+    pub(crate) fn add(
+        &mut self,
+        state: TcpState,
+        local_port: u16,
+        inode: u64,
+        queue_len: u32,
+        queue_limit: u32,
+        timer: u8,
+    ) {
         self.counts[state.index()] += 1;
         match state {
             TcpState::FinWait2 if timer == TIMER_TIME_WAIT => self.fin_wait2_minisocks += 1,
@@ -132,10 +162,40 @@ pub struct SocketScanner {
     netlink_warned: AtomicBool,
     /// Socket-table walks since start (see [`NetScan::walks`]).
     walks_total: AtomicU64,
+    /// The eBPF source, when loaded.
+    ebpf: Option<Arc<crate::bpf_source::EbpfSource>>,
+    /// Why the eBPF source could not be loaded (`--collector.tcp.source=ebpf` reports it every scrape).
+    ebpf_error: Option<String>,
 }
 
 impl SocketScanner {
     pub fn new(cfg: ScanConfig, pods: Arc<PodResolver>) -> Arc<Self> {
+        let (ebpf, ebpf_error) = match cfg.source {
+            TcpSource::Ebpf => match crate::bpf_source::EbpfSource::start(cfg.ebpf_resync_interval) {
+                Ok(s) => {
+                    tracing::info!("tcp: eBPF source loaded");
+                    (Some(s), None)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "tcp: eBPF source cannot be loaded");
+                    (None, Some(e))
+                }
+            },
+            // Not on a fixture tree (`--path.procfs` that is not a procfs mount): the maps describe the kernel.
+            TcpSource::Auto if !cfg.exact_dump && cfg.procfs_is_kernel => {
+                match crate::bpf_source::EbpfSource::start(cfg.ebpf_resync_interval) {
+                    Ok(s) => {
+                        tracing::info!("tcp: eBPF source loaded");
+                        (Some(s), None)
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "tcp: eBPF not permitted or not available; walking socket tables instead");
+                        (None, None)
+                    }
+                }
+            }
+            _ => (None, None),
+        };
         let scanner = Arc::new(SocketScanner {
             cfg,
             pods,
@@ -143,6 +203,8 @@ impl SocketScanner {
             buffers: Mutex::new((Vec::new(), Vec::new())),
             netlink_warned: AtomicBool::new(false),
             walks_total: AtomicU64::new(0),
+            ebpf,
+            ebpf_error,
         });
         if scanner.cfg.source != TcpSource::Procfs && !scanner.cfg.exact_dump {
             // Run the self-test at start-up rather than in the first scrape; a scrape that needs it meanwhile waits.
@@ -164,7 +226,23 @@ impl SocketScanner {
     /// Walks of the kernel's socket tables since start: each costs a pass over the whole (global) established
     /// hash, whatever the namespace holds, unless `net.ipv4.tcp_child_ehash_entries` gave namespaces their own.
     pub fn walks_total(&self) -> u64 {
-        self.walks_total.load(Ordering::Relaxed)
+        self.walks_total.load(Ordering::Relaxed) + self.ebpf_stats().map_or(0, |s| s.walks)
+    }
+
+    /// Logs, once, that a namespace could not be entered for netlink and is read from procfs text instead.
+    pub(crate) fn note_netlink_unavailable(&self, label: &str, e: &std::io::Error) {
+        if !self.netlink_warned.swap(true, Ordering::Relaxed) {
+            tracing::info!(netns = %label, error = %e, "tcp: netlink not available, reading procfs text instead");
+        }
+    }
+
+    pub fn config(&self) -> &ScanConfig {
+        &self.cfg
+    }
+
+    /// The eBPF source's own figures (`None` when it is not in use).
+    pub fn ebpf_stats(&self) -> Option<crate::bpf_source::EbpfStats> {
+        self.ebpf.as_ref().map(|e| e.stats())
     }
 
     /// The self-test's verdict on this kernel's counters (runs it if it has not run yet); `None` with
@@ -226,6 +304,18 @@ impl SocketScanner {
             })
             .collect();
 
+        if self.cfg.source == TcpSource::Ebpf || self.ebpf.is_some() {
+            let Some(ebpf) = &self.ebpf else {
+                let e = self.ebpf_error.clone().unwrap_or_default();
+                out.problems.push(format!("eBPF source not available: {e}"));
+                return out;
+            };
+            let inodes: Vec<u64> = table.by_netns.keys().copied().collect();
+            let semantics = self.counter_semantics();
+            let mut bufs = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+            out.walks = ebpf.read(self, ctx, &inodes, semantics, &mut out, &mut bufs.1);
+            return out;
+        }
         let mut netlink: Vec<Option<std::os::fd::OwnedFd>> = out.namespaces.iter().map(|_| None).collect();
         if self.cfg.source != TcpSource::Procfs {
             let paths: Vec<PathBuf> = out.namespaces.iter().map(|ns| ctx.proc.pid_path(ns.pids[0], "ns/net")).collect();
@@ -323,7 +413,7 @@ pub fn canonical_socket(a: SocketAddr) -> SocketAddr {
 /// copying a socket about a microsecond. Pod namespaces hold few sockets; the host namespace of a busy node keeps
 /// the filtered walk.
 #[allow(clippy::too_many_arguments)]
-fn scan_netlink(
+pub(crate) fn scan_netlink(
     cfg: &ScanConfig,
     proc: &ProcFs,
     ns: &NsScan,
@@ -408,7 +498,7 @@ pub fn canonical(addr: std::net::IpAddr) -> std::net::IpAddr {
 }
 
 /// `CurrEstab` and `tw` of one namespace, read through any of its processes.
-fn read_counters(proc: &ProcFs, pids: &[u32]) -> Option<(u64, u64)> {
+pub(crate) fn read_counters(proc: &ProcFs, pids: &[u32]) -> Option<(u64, u64)> {
     for &pid in pids {
         let snmp = proc.read_string(&proc.pid_path(pid, "net/snmp"));
         let sockstat = proc.read_string(&proc.pid_path(pid, "net/sockstat"));
@@ -420,7 +510,7 @@ fn read_counters(proc: &ProcFs, pids: &[u32]) -> Option<(u64, u64)> {
 }
 
 /// Reads `net/tcp` and `net/tcp6` through the first process of the namespace that still exists.
-fn scan_procfs(
+pub(crate) fn scan_procfs(
     proc: &ProcFs,
     ns: &NsScan,
     virtual_services: &HashSet<SocketAddr>,

@@ -2,6 +2,7 @@
 """Namespace benchmark: what each network namespace costs the TCP collector when the host holds many sockets.
 
     sudo python3 tests/bench/netns_bench.py [--exporter PATH] [--sockets 100000] [--namespaces 0,1,10,50,110]
+        [--sources default] [--no-extras] [--node-exporter PATH]
 
 Opens SOCKETS loopback sockets in the host namespace (the holders of tcp_bench.py: 90 % ESTABLISHED, 5 % CLOSE_WAIT,
 5 % FIN_WAIT2, several holder processes under the 20,000-descriptor limit), then for each count N starts N extra
@@ -10,7 +11,12 @@ with the TCP collector alone (real /proc, the default socket source): 2 warm-up 
 Prints per row the median scrape time, the socket-table walks per scrape (deltas of
 `nodesleuth_tcp_socket_table_walks_total`), the namespaces the exporter read, and its peak RSS (VmHWM).
 
-Extra rows at the largest N:
+`--sources ebpf,netlink`: each row once per `--collector.tcp.source` (side by side: the eBPF source, which reads
+maps, and the walk); the eBPF rows also show the kernel memory of the program's maps
+(`nodesleuth_tcp_ebpf_map_memory_bytes`). One more row: node_exporter's tcpstat collector alone (host namespace only,
+what it can see), scraped the same way, for reference.
+
+Extra rows at the largest N (left out with `--no-extras`):
 - `+ipvs`: the IPVS collector on too. This kernel has no IPVS (`/proc/net/ip_vs` is absent), so there are no VIPs.
 - `+ipvs, VIPs`: VIPs without an IPVS kernel: the exporter runs in its own mount namespace where a directory
   holding a generated `ip_vs` (one TCP virtual service per holder listener, 127.0.0.1:PORT), an `ip_vs_conn` with an
@@ -171,7 +177,26 @@ def measure(exporter, collectors, rounds, warmup, bind_net=None, extra=()):
             "hwm": hwm_kib(proc.pid), "failed": failed,
             "clients": total(s, "nodesleuth_ipvs_client_connections"),
             "established": total(s, "nodesleuth_tcp_sockets", netns="host", state="established"),
+            "map_memory": total(s, "nodesleuth_tcp_ebpf_map_memory_bytes"),
         }
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def measure_node_exporter(node_exporter, rounds, warmup):
+    """node_exporter with its tcpstat collector alone: median scrape and peak RSS."""
+    port = free_port()
+    proc = subprocess.Popen([node_exporter, f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults",
+                             "--collector.tcpstat", "--log.level=warn"], stdout=subprocess.DEVNULL)
+    try:
+        wait_up(port, proc, "node_exporter")
+        for _ in range(warmup):
+            scrape(port)
+        times = [scrape(port)[0] for _ in range(rounds)]
+        return {"median": statistics.median(times), "min": min(times), "max": max(times), "collector": None,
+                "walks": None, "extra": None, "load": open("/proc/loadavg").read().split()[0], "namespaces": "1 (own)",
+                "hwm": hwm_kib(proc.pid), "failed": [], "clients": None, "established": None, "map_memory": None}
     finally:
         proc.kill()
         proc.wait()
@@ -185,6 +210,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--ehash", type=int, default=1024, help="tcp_child_ehash_entries for the ehash row; 0: skip")
+    ap.add_argument("--sources", default="default",
+                    help="comma-separated --collector.tcp.source values per row (default: the exporter's default)")
+    ap.add_argument("--no-extras", action="store_true", help="only the per-namespace rows (no IPVS, no ehash)")
+    ap.add_argument("--node-exporter", default=shutil.which("prometheus-node-exporter") or "",
+                    help="node_exporter for the tcpstat reference row ('' to skip)")
     ap.add_argument("--time-limit", type=int, default=1800, help="seconds; the run is aborted (and cleaned) after")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -214,12 +244,21 @@ def main():
         print(f"opened {holders.sockets} host sockets in {len(holders.procs)} holders in {time.time() - t0:.1f}s",
               flush=True)
         namespaces = Namespaces()
+        sources = args.sources.split(",")
+        if args.node_exporter:
+            r = measure_node_exporter(args.node_exporter, args.rounds, args.warmup)
+            rows.append(("-", "node_exporter tcpstat (host namespace only)", r))
+            print(f"  node_exporter tcpstat: median {r['median'] * 1000:.0f} ms", flush=True)
         for n in counts:
             namespaces.resize(n)
-            r = measure(args.exporter, ["tcp"], args.rounds, args.warmup)
-            rows.append((f"{n}", "tcp", r))
-            print(f"  {n} extra namespaces: median {r['median'] * 1000:.0f} ms", flush=True)
+            for src in sources:
+                extra = [] if src == "default" else [f"--collector.tcp.source={src}"]
+                r = measure(args.exporter, ["tcp"], args.rounds, args.warmup, extra=extra)
+                rows.append((f"{n}", "tcp" if src == "default" else f"tcp, source {src}", r))
+                print(f"  {n} extra namespaces, {src}: median {r['median'] * 1000:.0f} ms", flush=True)
         top = counts[-1]
+        if args.no_extras:
+            return report(args, holders, rows)
         r = measure(args.exporter, ["tcp", "ipvs"], args.rounds, args.warmup)
         rows.append((f"{top}", "tcp+ipvs (no IPVS: no VIPs)", r))
         print(f"  {top} + ipvs: median {r['median'] * 1000:.0f} ms", flush=True)
@@ -258,20 +297,26 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
         signal.alarm(0)
 
+    report(args, holders, rows)
+
+
+def report(args, holders, rows):
     print(f"\n{holders.sockets} sockets in the host namespace; {args.rounds} scrapes per row after {args.warmup} "
           f"warm-up; collector timeout 60s\n")
     print("namespaces read: as the exporter counted them per scrape (it reads every namespace on the machine, other "
           "users' included); walks beyond namespaces: median of (walks - namespaces read) per scrape; load: 1-min "
           "load average at the row's end (the machine is shared)\n")
     print("| extra namespaces | collectors | namespaces read | median scrape | min / max | tcp collector "
-          "(median) | socket-table walks per scrape | walks beyond namespaces | peak RSS | load |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(median) | socket-table walks per scrape | walks beyond namespaces | peak RSS | BPF map memory | load |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, what, r in rows:
         coll = f"{r['collector'] * 1000:.0f} ms" if r["collector"] is not None else "n/a"
         walks = f"{r['walks']:g}" if r["walks"] is not None else "n/a (no walks counter)"
         extra = f"{r['extra']:g}" if r["extra"] is not None else "n/a"
+        mem = f"{r['map_memory'] / 1024 / 1024:.1f} MB" if r.get("map_memory") else "-"
         print(f"| {n} | {what} | {r['namespaces']} | {r['median'] * 1000:.0f} ms | {r['min'] * 1000:.0f} / "
-              f"{r['max'] * 1000:.0f} ms | {coll} | {walks} | {extra} | {r['hwm'] / 1024:.1f} MB | {r['load']} |")
+              f"{r['max'] * 1000:.0f} ms | {coll} | {walks} | {extra} | {r['hwm'] / 1024:.1f} MB | {mem} | "
+              f"{r['load']} |")
     for n, what, r in rows:
         notes = []
         if r["failed"]:

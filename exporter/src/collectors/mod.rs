@@ -59,6 +59,8 @@ impl Shared {
             exact_dump: args.collectors.tcp.exact_counts,
             one_walk_max_established: args.collectors.tcp.one_walk_max_established,
             ipvs_clients: enabled.contains(&"ipvs"),
+            ebpf_resync_interval: args.collectors.tcp.ebpf_resync_interval,
+            procfs_is_kernel: crate::sockets::is_procfs_mount(&args.procfs),
         };
         let sockets = SocketScanner::new(scan, pods.clone());
         Shared { pods, sockets }

@@ -31,7 +31,8 @@ pub use crate::sockets::TcpSource;
 /// Flags of the TCP collector (the source flags also steer the shared socket scan).
 #[derive(clap::Args, Debug, Clone)]
 pub struct TcpArgs {
-    /// TCP: how socket tables are read (auto: netlink where permitted, else procfs text).
+    /// TCP: how socket tables are read (ebpf: counts kept by an eBPF program on the TCP state-change tracepoint,
+    /// no walk per scrape; auto: ebpf where permitted, else netlink where permitted, else procfs text).
     #[arg(long = "collector.tcp.source", value_enum, default_value = "auto")]
     pub source: TcpSource,
     /// TCP: CLOSE_WAIT groups (process, container, port) exported per network namespace; the rest are summed
@@ -54,6 +55,10 @@ pub struct TcpArgs {
     /// later scrapes (a first scrape on a node with a million descriptors needs seconds).
     #[arg(long = "collector.tcp.owner-search-budget", default_value = "2s", value_parser = crate::cli::parse_duration)]
     pub owner_search_budget: std::time::Duration,
+    /// TCP, eBPF source: each namespace's counts are re-checked against its sockets (one walk) once per this
+    /// interval, one namespace at a time, spread evenly.
+    #[arg(long = "collector.tcp.ebpf-resync-interval", default_value = "10m", value_parser = crate::cli::parse_duration)]
+    pub ebpf_resync_interval: std::time::Duration,
 }
 
 /// The `tcp` collector: on by default.
@@ -184,6 +189,22 @@ impl Collector for TcpCollector {
             sink.gauge("nodesleuth_tcp_namespaces", HELP_NAMESPACES, &[("source", source)], n as f64);
         }
         sink.counter("nodesleuth_tcp_socket_table_walks_total", HELP_WALKS, &[], self.scanner.walks_total() as f64);
+        if let Some(ebpf) = self.scanner.ebpf_stats() {
+            sink.counter("nodesleuth_tcp_ebpf_resyncs_total", HELP_RESYNCS, &[], ebpf.resyncs as f64);
+            sink.counter(
+                "nodesleuth_tcp_ebpf_resync_corrections_total",
+                HELP_CORRECTIONS,
+                &[],
+                ebpf.corrections as f64,
+            );
+            let o = ebpf.overflows;
+            for (map, n) in
+                [("namespaces", o.namespaces), ("close_wait", o.close_wait), ("socket_storage", o.socket_storage)]
+            {
+                sink.counter("nodesleuth_tcp_ebpf_map_full_total", HELP_MAP_FULL, &[("map", map)], n as f64);
+            }
+            sink.gauge("nodesleuth_tcp_ebpf_map_memory_bytes", HELP_MAP_MEMORY, &[], ebpf.map_memory as f64);
+        }
         // Forget sockets and namespaces that are gone.
         state.owners.retain(|inode, _| seen_inodes.contains(inode));
         state.unowned.retain(|inode, _| seen_inodes.contains(inode));
@@ -202,6 +223,12 @@ const HELP_QUEUE_LEN: &str = "Connections waiting in the accept queue of the lis
 const HELP_QUEUE_LIMIT: &str =
     "Accept-queue limit (listen backlog) of the listeners on a local port; netlink source only.";
 const HELP_NAMESPACES: &str = "Network namespaces whose sockets were read this scrape, per data path.";
+const HELP_RESYNCS: &str = "eBPF source: periodic re-checks of one namespace's counts against its sockets since start.";
+const HELP_CORRECTIONS: &str =
+    "eBPF source: sockets the periodic re-check found counted in the wrong state or not at all (drift), since start.";
+const HELP_MAP_FULL: &str =
+    "eBPF source: entries the program could not create because the map was full (those are walked instead).";
+const HELP_MAP_MEMORY: &str = "eBPF source: kernel memory of the program's maps.";
 const HELP_WALKS: &str = "Walks of the kernel's socket tables (netlink dumps, procfs files) since start.";
 
 /// States exported even at zero.

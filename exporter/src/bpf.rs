@@ -1,0 +1,225 @@
+//! The eBPF side of the `tcp` collector's `ebpf` source: loads `exporter/bpf/tcp_state.bpf.o` (compiled from
+//! `exporter/bpf/tcp_state.bpf.c`, committed, checked against its source by `tests/tcp_ebpf.rs`), attaches its
+//! program to the `inet_sock_set_state` tracepoint (BTF-typed, so no tracefs), and reads its maps.
+//!
+//! What the program keeps (see the C file for why it is exact):
+//! - per network namespace (by namespace inode): sockets per TCP state, with a generation number;
+//! - the set of CLOSE_WAIT sockets: namespace, local port, socket inode;
+//! - two overflow counters: namespace or CLOSE_WAIT entries it could not create because the map was full.
+//!
+//! Sockets that predate the program are counted by the program's TCP iterator, run inside one namespace at a time
+//! ([`TcpBpf::run_in`]): once when the exporter first sees the namespace (seeding), then periodically (resync).
+//!
+//! Loader: libbpf (through `libbpf-rs`, which builds the libbpf C sources it vendors with the C compiler cargo
+//! already needs): it performs the CO-RE relocations against the running kernel's BTF and knows every program and
+//! map type used here (BPF iterators and socket-local storage included).
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
+
+/// The compiled program (`exporter/bpf/build.sh` produces it from `tcp_state.bpf.c`).
+pub const OBJECT: &[u8] = include_bytes!("../bpf/tcp_state.bpf.o");
+
+/// Map bounds, as compiled into the object (`NS_MAX`, `CLOSE_WAIT_MAX` in `tcp_state.bpf.c`).
+pub const NS_MAX: u32 = 8192;
+pub const CLOSE_WAIT_MAX: u32 = 131_072;
+
+/// Number of state slots per namespace (kernel state numbers 1..=12 fit).
+pub const STATES: usize = 16;
+
+/// One namespace's entry (`struct ns_counts` in the C file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NsCounts {
+    pub generation: u64,
+    pub count: [i64; STATES],
+    pub events: u64,
+    pub seeded: u64,
+    pub corrected: u64,
+    pub lost: u64,
+}
+
+const NS_COUNTS_SIZE: usize = 8 + 8 * STATES + 4 * 8;
+
+impl NsCounts {
+    fn parse(b: &[u8]) -> Option<NsCounts> {
+        if b.len() < NS_COUNTS_SIZE {
+            return None;
+        }
+        let u = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let mut count = [0i64; STATES];
+        for (s, c) in count.iter_mut().enumerate() {
+            *c = u(1 + s) as i64;
+        }
+        Some(NsCounts {
+            generation: u(0),
+            count,
+            events: u(1 + STATES),
+            seeded: u(2 + STATES),
+            corrected: u(3 + STATES),
+            lost: u(4 + STATES),
+        })
+    }
+}
+
+/// One CLOSE_WAIT socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseWait {
+    pub netns: u32,
+    pub inode: u64,
+    pub port: u16,
+}
+
+/// Entries the program could not create because a map was full, since load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overflows {
+    pub namespaces: u64,
+    pub close_wait: u64,
+    /// Sockets whose storage could not be allocated (it is charged to the exporter's memory cgroup).
+    pub socket_storage: u64,
+}
+
+/// The loaded, attached program and its maps.
+pub struct TcpBpf {
+    obj: Object,
+    _state_link: Link,
+    iter_link: Link,
+}
+
+impl std::fmt::Debug for TcpBpf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TcpBpf")
+    }
+}
+
+impl TcpBpf {
+    /// Loads and attaches the program. Fails without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), without kernel
+    /// BTF, or on a kernel that lacks one of the features used (BTF tracepoints, TCP iterators, socket storage).
+    pub fn load() -> Result<TcpBpf, String> {
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
+        let open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| format!("opening BPF object: {e}"))?;
+        let obj = open.load().map_err(|e| format!("loading BPF object: {e}"))?;
+        let prog = |name: &str| {
+            obj.progs_mut().find(|p| p.name() == name).ok_or_else(|| format!("BPF object has no program {name}"))
+        };
+        let state_link = prog("on_state")?.attach().map_err(|e| format!("attaching to inet_sock_set_state: {e}"))?;
+        let iter_link = prog("seed")?.attach().map_err(|e| format!("attaching the TCP iterator: {e}"))?;
+        Ok(TcpBpf { obj, _state_link: state_link, iter_link })
+    }
+
+    fn map(&self, name: &str) -> Option<libbpf_rs::Map<'_>> {
+        self.obj.maps().find(|m| m.name() == name)
+    }
+
+    /// Runs the seeding/resync iterator once inside each namespace (`/proc/<pid>/ns/net` paths), in order. Each
+    /// run counts the namespace's sockets no state change has counted yet and corrects any counted in the wrong
+    /// state; it walks the kernel's socket hash once (like one netlink dump).
+    pub fn run_in(&self, namespaces: &[PathBuf]) -> Vec<io::Result<()>> {
+        let link_fd = self.iter_link.as_fd().as_raw_fd();
+        // The iterator walks the namespace it is created in: create each inside its namespace, read it here.
+        let created = crate::netns::run_in(namespaces, move || {
+            // SAFETY: BPF_ITER_CREATE on a live iterator link; the fd returned is owned exactly once.
+            let fd = unsafe { libbpf_rs::libbpf_sys::bpf_iter_create(link_fd) };
+            if fd < 0 {
+                return Err(io::Error::from_raw_os_error(-fd));
+            }
+            // SAFETY: fresh descriptor owned by nobody else.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        });
+        created
+            .into_iter()
+            .map(|r| {
+                let mut file = std::fs::File::from(r?);
+                // The program prints nothing; reading to the end runs it over every socket.
+                let mut sink = [0u8; 64];
+                while file.read(&mut sink)? > 0 {}
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// One namespace's entry, if the program has one.
+    pub fn namespace(&self, netns: u32) -> Option<NsCounts> {
+        let map = self.map("ns_counts")?;
+        let v = map.lookup(&netns.to_ne_bytes(), MapFlags::ANY).ok()??;
+        NsCounts::parse(&v)
+    }
+
+    /// Every namespace entry.
+    pub fn namespaces(&self) -> HashMap<u32, NsCounts> {
+        let Some(map) = self.map("ns_counts") else { return HashMap::new() };
+        map.keys()
+            .filter_map(|k| {
+                let key = u32::from_ne_bytes(k.get(..4)?.try_into().ok()?);
+                let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                Some((key, NsCounts::parse(&v)?))
+            })
+            .collect()
+    }
+
+    /// Creates the namespace's entry if it has none (a namespace without sockets gets none from the program), with
+    /// a generation from the clock the program uses (CLOCK_MONOTONIC), so it differs from any earlier entry's.
+    pub fn ensure_namespace(&self, netns: u32) {
+        let Some(map) = self.map("ns_counts") else { return };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime with a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let generation = (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64) | 1;
+        let mut value = vec![0u8; NS_COUNTS_SIZE];
+        value[..8].copy_from_slice(&generation.to_ne_bytes());
+        // EEXIST: the program created it meanwhile, which is as good.
+        let _ = map.update(&netns.to_ne_bytes(), &value, MapFlags::NO_EXIST);
+    }
+
+    /// Forgets a namespace (it vanished, or its entry stopped being exact). If it is still alive, the program
+    /// re-creates its entry with a new generation and the next iterator run rebuilds it.
+    pub fn forget(&self, netns: u32) {
+        if let Some(map) = self.map("ns_counts") {
+            let _ = map.delete(&netns.to_ne_bytes());
+        }
+    }
+
+    /// The CLOSE_WAIT sockets of every namespace.
+    pub fn close_waits(&self) -> Vec<CloseWait> {
+        let Some(map) = self.map("close_waits") else { return Vec::new() };
+        map.keys()
+            .filter_map(|k| {
+                let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                if v.len() < 16 {
+                    return None;
+                }
+                Some(CloseWait {
+                    inode: u64::from_ne_bytes(v[0..8].try_into().ok()?),
+                    netns: u32::from_ne_bytes(v[8..12].try_into().ok()?),
+                    port: u16::from_ne_bytes(v[12..14].try_into().ok()?),
+                })
+            })
+            .collect()
+    }
+
+    /// Map-full counters since load.
+    pub fn overflows(&self) -> Overflows {
+        let Some(map) = self.map("globals") else { return Overflows::default() };
+        let Ok(Some(v)) = map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY) else { return Overflows::default() };
+        let u = |i: usize| v.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes);
+        Overflows { namespaces: u(0), close_wait: u(1), socket_storage: u(2) }
+    }
+
+    /// Memory the kernel accounts to the maps (`memlock` of their fdinfo), in bytes. Socket-local storage (about
+    /// 380 bytes per counted socket: `bpf_local_storage` + one element, from this kernel's BTF) is not included;
+    /// it is charged to the exporter's memory cgroup like the maps.
+    pub fn map_memory(&self) -> u64 {
+        self.obj.maps().filter_map(|m| m.query_fdinfo().ok()).filter_map(|i| i.memlock).sum()
+    }
+}
+
+fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{msg}"),
+        _ => tracing::trace!(target: "libbpf", "{msg}"),
+    }
+}

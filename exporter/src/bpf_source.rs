@@ -1,0 +1,365 @@
+//! The `ebpf` data path of the socket scan (`--collector.tcp.source=ebpf`, and `auto` where BPF is permitted):
+//! per-namespace state counts and CLOSE_WAIT sockets come from the maps of [`crate::bpf`], so a scrape costs
+//! O(namespaces + CLOSE_WAIT sockets), not one walk of the node-wide socket hash per namespace.
+//!
+//! Per namespace and scrape:
+//! - first time seen (or its map entry was re-created): one run of the program's TCP iterator inside it (seeding;
+//!   counted in `nodesleuth_tcp_socket_table_walks_total`); from then on only the map is read;
+//! - states: the map, except TIME_WAIT, from the namespace's `sockstat` `tw` counter (timewait minisockets are
+//!   not full sockets, and die without an event); `fin_wait2` counts full sockets (an orphaned FIN_WAIT2
+//!   connection the kernel turned into a minisocket is in `time_wait`, as in `sockstat`); `syn_recv` counts full
+//!   sockets (request sockets of half-open handshakes are not);
+//! - CLOSE_WAIT sockets: the program's set (a CLOSE_WAIT dump instead, for a namespace whose set may be incomplete
+//!   because that map was full, until its next resync);
+//! - accept queues: a LISTEN-only netlink dump (the listening hash only, not the established one);
+//! - IPVS client sockets: the kernel-filtered dump, as with the netlink source, only when IPVS has TCP services.
+//!
+//! A namespace whose entry could not be created (namespace map full) is read by the netlink walk instead.
+//! A background thread re-runs the iterator in one namespace at a time, each once per `--collector.tcp.ebpf-resync-
+//! interval`: it corrects any socket counted in the wrong state or not at all and exports how many it found.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use nodesleuth_parse::inet_diag;
+use nodesleuth_parse::tcp_state::TcpState;
+
+use crate::bpf::{Overflows, TcpBpf};
+use crate::registry::ScrapeContext;
+use crate::sock_diag;
+use crate::sockets::{self, CounterSemantics, NetScan, NsSockets, SocketScanner};
+
+/// The eBPF source's figures, exported by the tcp collector.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EbpfStats {
+    /// Resync runs since start.
+    pub resyncs: u64,
+    /// Sockets the resync runs found counted in the wrong state or not at all.
+    pub corrections: u64,
+    /// Entries the program could not create because a map was full.
+    pub overflows: Overflows,
+    /// Kernel memory of the maps.
+    pub map_memory: u64,
+    /// Resync iterator runs of the background thread since start (walks of the socket hash).
+    pub walks: u64,
+}
+
+pub struct EbpfSource {
+    bpf: TcpBpf,
+    track: Mutex<Track>,
+    resyncs: AtomicU64,
+    corrections: AtomicU64,
+    walks: AtomicU64,
+}
+
+#[derive(Default)]
+struct Track {
+    ns: HashMap<u32, NsTrack>,
+    overflows: Overflows,
+}
+
+struct NsTrack {
+    generation: u64,
+    lost: u64,
+    last_sync: Instant,
+    path: PathBuf,
+    /// The CLOSE_WAIT set holds every CLOSE_WAIT socket of the namespace (no overflow since its last iterator run).
+    close_wait_complete: bool,
+}
+
+impl EbpfSource {
+    /// Loads the program and starts the resync thread.
+    pub fn start(resync_interval: Duration) -> Result<Arc<EbpfSource>, String> {
+        let bpf = TcpBpf::load()?;
+        let src = Arc::new(EbpfSource {
+            bpf,
+            track: Mutex::new(Track::default()),
+            resyncs: AtomicU64::new(0),
+            corrections: AtomicU64::new(0),
+            walks: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&src);
+        std::thread::Builder::new()
+            .name("nodesleuth-resync".into())
+            .spawn(move || resync_loop(weak, resync_interval))
+            .map_err(|e| format!("starting the resync thread: {e}"))?;
+        Ok(src)
+    }
+
+    pub fn stats(&self) -> EbpfStats {
+        EbpfStats {
+            resyncs: self.resyncs.load(Ordering::Relaxed),
+            corrections: self.corrections.load(Ordering::Relaxed),
+            overflows: self.bpf.overflows(),
+            map_memory: self.bpf.map_memory(),
+            walks: self.walks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Fills `out.namespaces[i].sockets` (namespace inode `inodes[i]`); returns the socket-table walks it made.
+    pub fn read(
+        &self,
+        scanner: &SocketScanner,
+        ctx: &ScrapeContext,
+        inodes: &[u64],
+        semantics: Option<CounterSemantics>,
+        out: &mut NetScan,
+        buf: &mut Vec<u8>,
+    ) -> u64 {
+        let mut walks = 0u64;
+        let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
+        self.note_overflows(&mut track);
+        // Namespaces that are gone: free their entries (and those of namespaces no process is in).
+        let present: HashSet<u32> = inodes.iter().map(|&i| i as u32).collect();
+        let entries = self.bpf.namespaces();
+        for key in entries.keys().filter(|k| !present.contains(k)) {
+            self.bpf.forget(*key);
+        }
+        track.ns.retain(|k, _| present.contains(k));
+
+        // Seed the namespaces seen for the first time, or whose entry was re-created or lost sockets.
+        let need: Vec<usize> = (0..out.namespaces.len())
+            .filter(|&i| {
+                let key = inodes[i] as u32;
+                match (track.ns.get(&key), entries.get(&key)) {
+                    (Some(t), Some(e)) => e.generation != t.generation || e.lost != t.lost,
+                    _ => true,
+                }
+            })
+            .collect();
+        if !need.is_empty() {
+            let paths: Vec<PathBuf> =
+                need.iter().map(|&i| ctx.proc.pid_path(out.namespaces[i].pids[0], "ns/net")).collect();
+            for &i in &need {
+                self.bpf.ensure_namespace(inodes[i] as u32);
+            }
+            let before = self.bpf.overflows();
+            let results = self.bpf.run_in(&paths);
+            walks += need.len() as u64;
+            let complete = self.bpf.overflows().close_wait == before.close_wait;
+            for ((&i, path), r) in need.iter().zip(paths).zip(results) {
+                let key = inodes[i] as u32;
+                match r {
+                    Ok(()) => match self.bpf.namespace(key) {
+                        // Sockets the seeding could not mark (storage allocation failed) are not counted: the
+                        // namespace is walked until a later seeding succeeds.
+                        Some(e)
+                            if e.lost
+                                > entries.get(&key).filter(|o| o.generation == e.generation).map_or(0, |o| o.lost) =>
+                        {
+                            track.ns.remove(&key);
+                        }
+                        Some(e) => {
+                            track.ns.insert(
+                                key,
+                                NsTrack {
+                                    generation: e.generation,
+                                    lost: e.lost,
+                                    last_sync: Instant::now(),
+                                    path,
+                                    close_wait_complete: complete,
+                                },
+                            );
+                        }
+                        None => {
+                            track.ns.remove(&key);
+                        }
+                    },
+                    Err(e) => {
+                        track.ns.remove(&key);
+                        // NotFound: a namespace whose processes all exited meanwhile is simply gone. Auto: one that
+                        // cannot be entered is walked below, as the netlink source does.
+                        if e.kind() != std::io::ErrorKind::NotFound
+                            && scanner.config().source != sockets::TcpSource::Auto
+                        {
+                            let label = &out.namespaces[i].label;
+                            out.problems.push(format!("netns {label}: BPF socket iterator: {e}"));
+                        }
+                    }
+                }
+            }
+            self.note_overflows(&mut track);
+        }
+
+        // One netlink socket per namespace for the LISTEN-only dump (and the fallbacks).
+        let paths: Vec<PathBuf> = out.namespaces.iter().map(|ns| ctx.proc.pid_path(ns.pids[0], "ns/net")).collect();
+        let fds = crate::netns::sockets_in(&paths, libc::AF_NETLINK, libc::SOCK_RAW, inet_diag::NETLINK_SOCK_DIAG);
+        let mut close_waits: HashMap<u32, Vec<(u64, u16)>> = HashMap::new();
+        for cw in self.bpf.close_waits() {
+            close_waits.entry(cw.netns).or_default().push((cw.inode, cw.port));
+        }
+        let virtual_services: Vec<SocketAddr> = {
+            let mut v: Vec<SocketAddr> = out.virtual_services.iter().copied().collect();
+            v.sort();
+            v
+        };
+        for ((i, fd), key) in fds.into_iter().enumerate().zip(inodes.iter().map(|&i| i as u32)) {
+            let fd = match fd {
+                Ok(fd) => fd,
+                // NotFound: its processes exited meanwhile (a zombie has no namespace links any more).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if scanner.config().source == sockets::TcpSource::Auto => {
+                    // The namespace cannot be entered (setns refused: no CAP_SYS_ADMIN, a seccomp profile): read
+                    // its text tables, as the netlink source does.
+                    scanner.note_netlink_unavailable(&out.namespaces[i].label, &e);
+                    walks += 2;
+                    let (line_buf, ns) = (&mut Vec::new(), &out.namespaces[i]);
+                    let r = sockets::scan_procfs(&ctx.proc, ns, &out.virtual_services, line_buf, &mut out.problems);
+                    out.namespaces[i].sockets = r;
+                    continue;
+                }
+                Err(e) => {
+                    let label = &out.namespaces[i].label;
+                    out.problems.push(format!("netns {label}: cannot open netlink socket inside: {e}"));
+                    continue;
+                }
+            };
+            let tracked = track.ns.get(&key);
+            let entry = tracked.and_then(|t| self.bpf.namespace(key).filter(|e| e.generation == t.generation));
+            let (Some(t), Some(entry)) = (tracked, entry) else {
+                // No (exact) entry: the map is full or the namespace is being rebuilt. Walk it.
+                let ns = &out.namespaces[i];
+                out.namespaces[i].sockets = sockets::scan_netlink(
+                    scanner.config(),
+                    &ctx.proc,
+                    ns,
+                    &fd,
+                    semantics,
+                    &out.virtual_services,
+                    buf,
+                    &mut out.problems,
+                    &mut walks,
+                );
+                continue;
+            };
+            let ns = &out.namespaces[i];
+            let mut scan = NsSockets { limits_known: true, source: "ebpf", ..NsSockets::default() };
+            // Listeners' queues; CLOSE_WAIT sockets too where the set may be incomplete (that makes it a walk).
+            let mut mask = TcpState::Listen.mask();
+            if !t.close_wait_complete {
+                mask |= TcpState::CloseWait.mask();
+                walks += 1;
+            }
+            let dumped = sock_diag::dump_tcp(&fd, mask, buf, |s| {
+                scan.add(s.state, s.local_port, s.inode, s.rqueue, s.wqueue, 0)
+            });
+            if let Err(e) = dumped {
+                out.problems.push(format!("netns {}: sock_diag LISTEN dump: {e}", ns.label));
+                continue;
+            }
+            if t.close_wait_complete {
+                scan.close_wait = close_waits.remove(&key).unwrap_or_default();
+            }
+            for s in TcpState::ALL {
+                scan.counts[s.index()] = entry.count[s as usize].max(0) as u64;
+            }
+            // The list and the count are both exact, but read at different instants: the list wins, so the
+            // CLOSE_WAIT groups always sum to the count.
+            scan.counts[TcpState::CloseWait.index()] = scan.close_wait.len() as u64;
+            scan.counts[TcpState::TimeWait.index()] = match sockets::read_counters(&ctx.proc, &ns.pids) {
+                Some((_, tw)) => tw,
+                // Every process of the namespace exited meanwhile: it is gone, not broken.
+                None if !ns.pids.iter().any(|&p| std::fs::read_link(ctx.proc.pid_path(p, "ns/net")).is_ok()) => {
+                    continue;
+                }
+                None => {
+                    out.problems.push(format!("netns {}: cannot read net/sockstat for TIME_WAIT", ns.label));
+                    0
+                }
+            };
+            if !virtual_services.is_empty() {
+                for chunk in virtual_services.chunks(1500) {
+                    walks += 1;
+                    let r = sock_diag::dump_tcp_filtered(&fd, TcpState::Established.mask(), chunk, buf, |s| {
+                        let remote = SocketAddr::new(sockets::canonical(s.remote_addr), s.remote_port);
+                        scan.to_virtual_services
+                            .push((SocketAddr::new(sockets::canonical(s.local_addr), s.local_port), remote));
+                    });
+                    if let Err(e) = r {
+                        out.problems.push(format!("netns {}: filtered sock_diag dump: {e}", ns.label));
+                        break;
+                    }
+                }
+            }
+            out.namespaces[i].sockets = Some(scan);
+        }
+        walks
+    }
+
+    /// A CLOSE_WAIT entry could not be created since last looked: no namespace's set is known complete until its
+    /// next iterator run.
+    fn note_overflows(&self, track: &mut Track) {
+        let now = self.bpf.overflows();
+        if now.close_wait > track.overflows.close_wait {
+            tracing::warn!(
+                max = crate::bpf::CLOSE_WAIT_MAX,
+                "tcp: eBPF CLOSE_WAIT map full; dumping CLOSE_WAIT sockets until each namespace is resynced"
+            );
+            for t in track.ns.values_mut() {
+                t.close_wait_complete = false;
+            }
+        }
+        if now.namespaces > track.overflows.namespaces {
+            tracing::warn!(max = crate::bpf::NS_MAX, "tcp: eBPF namespace map full; walking the namespaces left out");
+        }
+        track.overflows = now;
+    }
+
+    /// Re-runs the iterator in the namespace synced longest ago; returns false when there is none.
+    fn resync_one(&self) -> bool {
+        let (key, path) = {
+            let track = self.track.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((key, t)) = track.ns.iter().min_by_key(|(_, t)| t.last_sync) else { return false };
+            (*key, t.path.clone())
+        };
+        let before = self.bpf.namespace(key);
+        let overflows = self.bpf.overflows();
+        let r = self.bpf.run_in(std::slice::from_ref(&path)).pop();
+        self.walks.fetch_add(1, Ordering::Relaxed);
+        let after = self.bpf.namespace(key);
+        let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = track.ns.get_mut(&key) else { return true };
+        t.last_sync = Instant::now();
+        if !matches!(r, Some(Ok(()))) {
+            return true;
+        }
+        if let (Some(b), Some(a)) = (before, after)
+            && a.generation == b.generation
+            && a.generation == t.generation
+        {
+            self.resyncs.fetch_add(1, Ordering::Relaxed);
+            let found = (a.seeded - b.seeded) + (a.corrected - b.corrected);
+            if found > 0 {
+                self.corrections.fetch_add(found, Ordering::Relaxed);
+                tracing::warn!(netns = key, sockets = found, "tcp: eBPF resync corrected sockets counted wrongly");
+            }
+            t.lost = a.lost;
+            if self.bpf.overflows().close_wait == overflows.close_wait {
+                t.close_wait_complete = true;
+            }
+        }
+        true
+    }
+}
+
+fn resync_loop(src: Weak<EbpfSource>, interval: Duration) {
+    loop {
+        let n = match src.upgrade() {
+            Some(s) => s.track.lock().unwrap_or_else(|p| p.into_inner()).ns.len(),
+            None => return,
+        };
+        // Each namespace once per interval, evenly spread.
+        let pause = (interval / n.max(1) as u32).max(Duration::from_millis(50));
+        std::thread::sleep(pause);
+        match src.upgrade() {
+            Some(s) => {
+                s.resync_one();
+            }
+            None => return,
+        }
+    }
+}
