@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: BSD-2-Clause OR GPL-2.0-only
 /* nodesleuth: TCP state accounting per network namespace, fed by the kernel's state-change tracepoint.
  *
  * Build (exporter/bpf/build.sh; exporter/tests/tcp_ebpf.rs checks the committed object against it):
@@ -242,4 +242,5 @@ int seed(struct bpf_iter__tcp *ctx)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+/* GPL-compatible for the kernel (tracing helpers are GPL-only), BSD for the Apache-2.0 project around it. */
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
