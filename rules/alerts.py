@@ -290,7 +290,8 @@ sum by ({NODE_BY}) (rate(node_netstat_TcpExt_ListenDrops{{<<sel:node_exporter>>}
     # A process blocked writing its stdout/stderr (issue 12, the first documented incident). Two rules, one per
     # severity, as for the cookie alert: a terminal (tty: true) is critical because the fix is known and the
     # whole service hangs behind its logger; a pipe, file or socket is a warning. The overflow group
-    # process="(other)" fires too: it is a real stall on the node, only not named (see the runbook).
+    # process="(other)" fires too: it is a real stall on the node, only not named (see the runbook); the exporter
+    # gives it no target (it mixes them), so it is a warning.
     {
         "id": "NodesleuthContainerOutputStalled.critical",
         "name": "NodesleuthContainerOutputStalled",
@@ -331,24 +332,26 @@ max by ({OUT_BY}) (nodesleuth_output_stalled_seconds{{<<sel:nodesleuth>>, target
         "meaning": None,
         "expr": f"""\
 max by ({OUT_BY}) (nodesleuth_output_stalled_seconds{{<<sel:nodesleuth>>, target!="tty"}}) > <<threshold>>""",
-        "summary": "Output stall: " + OUT_WHO + " is blocked writing its output ({{ $labels.target }}) for "
+        "summary": "Output stall: " + OUT_WHO + " is blocked writing its output{{ with $labels.target }} ({{ . }}){{ end }} for "
         "{{ $value | humanizeDuration }}",
         "description": "A thread of " + OUT_WHO + " has been blocked for {{ $value | humanizeDuration }} in a "
-        "write to its stdout/stderr ({{ $labels.target }}) and the process has not written a byte since "
+        "write to its stdout/stderr{{ with $labels.target }} ({{ . }}){{ end }} and the process has not written a byte since "
         "(threshold <<threshold>> s): "
         '{{ if eq $labels.target "pipe" }}the runtime stopped draining its stdout pipe (a hung containerd-shim, '
         "conmon or logging driver)"
         '{{ else if eq $labels.target "file" }}the file it writes to does not take the write (a hung or full '
         "filesystem)"
         '{{ else if eq $labels.target "socket" }}the peer of its output socket (a log collector) stopped reading'
+        '{{ else if eq $labels.process "(other)" }}the groups beyond the top N mix targets: see the node'
         "{{ else }}its output does not take the write{{ end }}. Every thread that logs blocks too, and the liveness "
         "probe will restart the container and erase the evidence.",
-        "summary_zh": "输出卡死：" + OUT_WHO_ZH + "写输出（{{ $labels.target }}）已阻塞 {{ $value | humanizeDuration }}",
-        "description_zh": OUT_WHO_ZH + "的一个线程向 stdout/stderr（{{ $labels.target }}）写入时已阻塞 "
+        "summary_zh": "输出卡死：" + OUT_WHO_ZH + "写输出{{ with $labels.target }}（{{ . }}）{{ end }}已阻塞 {{ $value | humanizeDuration }}",
+        "description_zh": OUT_WHO_ZH + "的一个线程向 stdout/stderr{{ with $labels.target }}（{{ . }}）{{ else }} {{ end }}写入时已阻塞 "
         "{{ $value | humanizeDuration }}，此后进程再没有写出一个字节（阈值 <<threshold>> 秒）："
         '{{ if eq $labels.target "pipe" }}容器运行时不再读取它的 stdout 管道（containerd-shim、conmon 或日志驱动卡住）'
         '{{ else if eq $labels.target "file" }}它写入的文件不接受写入（文件系统卡住或已满）'
         '{{ else if eq $labels.target "socket" }}它输出套接字的对端（日志采集器）不再读取'
+        '{{ else if eq $labels.process "(other)" }}前 N 名以外的分组混合了多种输出，请到节点上查看'
         "{{ else }}它的输出不接受写入{{ end }}。所有写日志的线程都会跟着阻塞，存活探针会重启容器并抹掉现场。",
     },
     {
