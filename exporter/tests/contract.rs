@@ -47,8 +47,25 @@ fn all_collectors_together_keep_the_contract() {
     // A generous deadline: this asserts the contract, not speed, on a machine other tests keep busy.
     let e =
         Exporter::start(&[&format!("--collector.systemd.address={}", sb.address()), units, "--collector.timeout=60s"]);
+    // A writer stalled on a pipe nobody reads, seen by two scrapes, so that the output collector's per-group
+    // families are in the output too.
+    let mut writer = std::process::Command::new("sh")
+        .args(["-c", "while :; do echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; done"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(format!("/proc/{}/wchan", writer.id())).is_ok_and(|w| !w.contains("pipe_write")) {
+        assert!(std::time::Instant::now() < deadline, "the writer never blocked");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    e.scrape();
     let text = e.scrape();
+    let _ = writer.kill();
+    let _ = writer.wait();
     let samples = parse(&text);
+    assert!(samples.iter().any(|s| s.0 == "nodesleuth_output_stalled_seconds"), "{text}");
 
     let mut seen = HashSet::new();
     for (name, labels, _) in &samples {

@@ -255,7 +255,7 @@ fn all_collectors_on_one_node_match_golden() {
     let exporter = Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let text = util::normalize(&exporter.scrape());
     util::assert_golden(&text, &root.join("metrics.golden"));
-    for collector in ["tcp", "ipvs", "memory", "systemd"] {
+    for collector in ["tcp", "ipvs", "memory", "output", "systemd"] {
         assert_eq!(sample(&text, "nodesleuth_scrape_collector_success", &[("collector", collector)]), Some(1.0));
     }
     assert_eq!(sample(&text, "nodesleuth_collector_source_present", &[("collector", "systemd")]), Some(0.0));

@@ -12,6 +12,7 @@ pub mod inet_diag;
 pub mod ipvs;
 pub mod netlink;
 pub mod netstat;
+pub mod output;
 pub mod proc_net_tcp;
 pub mod smaps;
 pub mod tcp_state;

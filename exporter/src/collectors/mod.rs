@@ -12,6 +12,7 @@ use crate::sockets::{ScanConfig, SocketScanner};
 
 pub mod ipvs;
 pub mod memory;
+pub mod output;
 pub mod systemd;
 pub mod tcp;
 
@@ -26,7 +27,7 @@ pub struct CollectorSpec {
 }
 
 /// Every collector, in the order they are listed and run.
-pub const ALL: &[CollectorSpec] = &[tcp::SPEC, ipvs::SPEC, memory::SPEC, systemd::SPEC];
+pub const ALL: &[CollectorSpec] = &[tcp::SPEC, ipvs::SPEC, memory::SPEC, output::SPEC, systemd::SPEC];
 
 /// Every collector's flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct CollectorArgs {
     pub ipvs: ipvs::IpvsArgs,
     #[command(flatten)]
     pub memory: memory::MemoryArgs,
+    #[command(flatten)]
+    pub output: output::OutputArgs,
     #[command(flatten)]
     pub systemd: systemd::SystemdArgs,
 }

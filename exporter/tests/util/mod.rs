@@ -570,13 +570,16 @@ pub fn start_on_fixture(root: &Path, collector: &str, extra: &[&str]) -> Exporte
 /// The exporter's own families (process and HTTP counters), which change from run to run.
 const SELF_FAMILIES: &[&str] = &["process_", "nodesleuth_http_requests_total"];
 
-/// The exposition text without what legitimately changes between runs (timings, build info, the exporter's own
-/// process and request metrics).
+/// The exposition text without what legitimately changes between runs (timings, log-file ages, build info, the
+/// exporter's own process and request metrics).
 pub fn normalize(metrics: &str) -> String {
     metrics
         .lines()
         .filter(|l| {
-            !l.starts_with("nodesleuth_scrape_collector_duration_seconds{") && !l.starts_with("nodesleuth_build_info{")
+            !l.starts_with("nodesleuth_scrape_collector_duration_seconds{")
+                && !l.starts_with("nodesleuth_build_info{")
+                // A log file's age grows with the wall clock (the output collector's tests check it by value).
+                && !l.starts_with("nodesleuth_container_log_age_seconds{")
         })
         .filter(|l| {
             let name = l.strip_prefix("# HELP ").or_else(|| l.strip_prefix("# TYPE ")).unwrap_or(l);
