@@ -465,7 +465,7 @@ def start_output_standin():
 # reproduction (ever longer lines) with stdout and stderr on a pseudo-terminal whose master the test holds open and
 # never reads; its log file holds CRI partial records. Pod shop/pipe-0 runs `pipe-writer`, whose stdout pipe the
 # test drains: never reported.
-TTY_REPRO = 's="a"; while true; do echo $s | wc -c; echo $s; s="a$s"; done'
+TTY_REPRO = 's="a"; while true; do echo $s; s="a$s"; done'  # the loop; no wc: the shell is the one writer
 
 
 def cgroup_root():

@@ -29,7 +29,7 @@ The rules are rendered from rules/alerts.py with one configuration change, `for_
   every scrape), kube-state-metrics (its restarts count up) and cAdvisor (shop/cache-0's working set = the real RSS of
   its processes, limit 330 MiB) -> NodesleuthContainerHungRestarting and NodesleuthContainerLivenessRestarting (real
   CLOSE_WAIT of shop/api-0), NodesleuthMemoryLimitNearButLazyFree (real LazyFree of shop/cache-0)
-- pod shop/api-0 also runs `tty-writer`, the issue-12 reproduction (`echo` of ever longer lines) with stdout and
+- pod shop/api-0 also runs `tty-writer`, the issue-12 reproduction (a shell echoing ever longer lines) with stdout and
   stderr on a pseudo-terminal whose master the test holds open and never reads: it blocks in write() once the
   terminal is full -> NodesleuthContainerOutputStalled (critical, target tty) after its 120 s threshold, and from
   then on NodesleuthContainerHungRestarting of the same pod names it as the cause in its summary and description
@@ -523,10 +523,11 @@ def body(work):
 
     # issue 12: a writer blocked on a terminal nobody reads, in shop/api-0 (started before the exporter, so the
     # exporter's first look at it already sees it in the pod's cgroup)
+    # (the issue's loop without its `echo $s | wc -c`, so that the one writer is the shell itself, never a short-lived wc)
     os.symlink(shutil.which("sh"), os.path.join(work, "tty-writer"))
     master, slave = os.openpty()
     tty = spawn("tty-writer", [os.path.join(work, "tty-writer"), "-c",
-                               's="a"; while true; do echo $s | wc -c; echo $s; s="a$s"; done'],
+                               's="a"; while true; do echo $s; s="a$s"; done'],
                 stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
     os.close(slave)
     cleanups.append(lambda: os.close(master))  # held open, never read
