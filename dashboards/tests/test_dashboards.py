@@ -5,15 +5,14 @@ static: dist/ and LAYOUT.md equal a fresh generation; every dashboard validates 
         and passes lint.py; each lint check is shown to fail on a broken copy; the overview's thresholds equal the
         rule library's (rules/dist/nodesleuth.rules.yaml, when the rule library is in this tree).
 live:   a real Prometheus 2.42 scrapes every second two real nodesleuth exporters (one on the IPVS fixture tree, one
-        on this machine's /proc with real CLOSE_WAIT sockets and a full accept queue in a network namespace and a
-        MADV_FREE hog) and a real node_exporter; then every panel target is sent to the HTTP API with its template
-        variables substituted as Grafana would, once with every variable at "All" and once with concrete values
-        taken from the variables' own queries. Every query must parse; the panels of the areas made real must
-        return series (except the listed ones, which must really be empty), and key panels must show the values
-        the test created.
+        on this machine's /proc with real CLOSE_WAIT sockets and a full accept queue in a network namespace, a
+        MADV_FREE hog and a writer stuck on a terminal nobody reads) and a real node_exporter; then every panel
+        target is sent to the HTTP API with its template variables substituted as Grafana would, once with every
+        variable at "All" and once with concrete values taken from the variables' own queries. Every query must
+        parse; the panels of the areas made real must return series (except the listed ones, which must really be
+        empty), and key panels must show the values the test created.
 """
 import atexit
-import http.server
 import json
 import os
 import random
@@ -126,9 +125,6 @@ def static():
         got = mutated(fn)
         check(f"lint catches: {label}", any(want in e for e in got), f"wanted {want!r}, got {got[:5]}")
 
-    listed = sorted(lint.load_list("pending_metrics.txt") & lint.exported_metrics())
-    if listed:
-        print(f"note: README.md lists {', '.join(listed)} now: remove them from tests/pending_metrics.txt")
     rules_thresholds()
     if (REPO / "rules" / "dist" / "defaults.toml").is_file():
         broken = json.loads(json.dumps(generate.ALERTS))
@@ -189,7 +185,7 @@ def rule_constants(expr):
 # ---------------------------------------------------------------------------------------------------------------------
 # live
 
-CHILDREN, NETNS, SANDBOX_PID, SERVERS, MASTERS = [], [], [], [], []
+CHILDREN, NETNS, SANDBOX_PID, MASTERS = [], [], [], []
 
 
 def cleanup():
@@ -221,10 +217,6 @@ def cleanup():
         except OSError:
             pass
     CGROUPS.clear()
-    for srv in SERVERS:
-        srv.shutdown()
-        srv.server_close()
-    SERVERS.clear()
 
 
 atexit.register(cleanup)
@@ -393,78 +385,10 @@ def go_buildinfo_c():
             f"const unsigned char nsdash_go_buildinfo[{len(data)}] = {{{', '.join(map(str, data))}}};\n")
 
 
-# Issue 12's output collector (contract in pending_metrics.txt) is built on another branch. While the exporter under
-# test has no such collector, a loopback stand-in target serves its series in the contract's shape, scraped as one
-# more nodesleuth target: one terminal stall past the alert threshold in shop/api-0 (3 threads; the container's log
-# stopped growing when it began and holds partial records), a stall in the exporter's (other) group (which, as the
-# collector exports it, has no target), and
-# shop/web-0 writing to a pipe, healthy. Stall durations grow with the clock, as the collector's do. The checks of
-# the output panels then prove the queries' selection (tty against pipe, the threshold, the log-age join), not the
-# collector; the checks say "(stand-in)" and the run prints it.
-OUTPUT_STALL_START = 130  # seconds the api-0 stall has lasted when the stand-in starts (past the 120 s threshold)
-
-
-def output_standin_text(elapsed):
-    api = 'namespace="shop",pod="api-0",container="api"'
-    other = 'namespace="",pod="",container="",process="(other)",target=""'
-    stall = OUTPUT_STALL_START + elapsed
-    return "\n".join([
-        "# TYPE nodesleuth_output_stalled_seconds gauge",
-        f'nodesleuth_output_stalled_seconds{{{api},process="api",target="tty"}} {stall:.3f}',
-        f"nodesleuth_output_stalled_seconds{{{other}}} {40 + elapsed:.3f}",
-        "# TYPE nodesleuth_output_stalled_threads gauge",
-        f'nodesleuth_output_stalled_threads{{{api},process="api",target="tty"}} 3',
-        f"nodesleuth_output_stalled_threads{{{other}}} 1",
-        "# TYPE nodesleuth_container_output_processes gauge",
-        f'nodesleuth_container_output_processes{{{api},stream="stdout",target="tty"}} 1',
-        f'nodesleuth_container_output_processes{{{api},stream="stderr",target="tty"}} 1',
-        'nodesleuth_container_output_processes{namespace="shop",pod="web-0",container="web",stream="stdout",'
-        'target="pipe"} 2',
-        'nodesleuth_container_output_processes{namespace="shop",pod="web-0",container="web",stream="stderr",'
-        'target="pipe"} 2',
-        "# TYPE nodesleuth_container_log_age_seconds gauge",
-        f"nodesleuth_container_log_age_seconds{{{api}}} {stall:.3f}",
-        'nodesleuth_container_log_age_seconds{namespace="shop",pod="web-0",container="web"} 0.5',
-        "# TYPE nodesleuth_container_log_partial_lines gauge",
-        f"nodesleuth_container_log_partial_lines{{{api}}} 12",
-        'nodesleuth_container_log_partial_lines{namespace="shop",pod="web-0",container="web"} 0',
-        "# TYPE nodesleuth_output_candidate_threads gauge",
-        "nodesleuth_output_candidate_threads 5",
-        "# TYPE nodesleuth_output_unreadable_threads gauge",
-        "nodesleuth_output_unreadable_threads 0",
-        "",
-    ])
-
-
-def start_output_standin():
-    started = time.monotonic()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path.split("?")[0] != "/metrics":
-                self.send_error(404)
-                return
-            body = output_standin_text(time.monotonic() - started).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    SERVERS.append(srv)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv.server_port
-
-
-# With the output collector in the exporter, the test makes the failure for real instead: pod shop/tty-0 (a kubepods
-# cgroup and kubelet-style log directories, as rules/tests/live_test.py makes pods) runs `tty-writer`, the issue's
-# reproduction (ever longer lines) with stdout and stderr on a pseudo-terminal whose master the test holds open and
-# never reads; its log file holds CRI partial records. Pod shop/pipe-0 runs `pipe-writer`, whose stdout pipe the
-# test drains: never reported.
+# Issue 12's output collector, made real: pod shop/tty-0 (a kubepods cgroup and kubelet-style log directories, as
+# rules/tests/live_test.py makes pods) runs `tty-writer`, the issue's reproduction (ever longer lines) with stdout and
+# stderr on a pseudo-terminal whose master the test holds open and never reads; its log file holds CRI partial
+# records. Pod shop/pipe-0 runs `pipe-writer`, whose stdout pipe the test drains: never reported.
 TTY_REPRO = 's="a"; while true; do echo $s; s="a$s"; done'  # the issue's loop; no wc: the shell is the one writer
 
 
@@ -567,12 +491,11 @@ def start_world(tmp):
     # The memory collector reads only the processes the test made (the hog) or that are Go (Prometheus,
     # node_exporter): with a 1 s scrape interval the exporter's deadline is 0.5 s, and a full walk of a machine
     # shared with other builds may overrun it.
-    # the output collector (issue 12): real writers when the exporter has it, else the stand-in target below
-    has_output = "--collector.output.top-n" in subprocess.run([nb, "--help"], capture_output=True, text=True).stdout
-    pod_logs = []
-    if has_output:
-        logs = start_output_writers(tmp)
-        pod_logs = [f"--path.pod-logs={logs}/pods", f"--path.container-logs={logs}/containers"]
+    # the output collector (issue 12): a terminal writer nobody reads and a drained pipe writer, in pods
+    if "--collector.output.top-n" not in subprocess.run([nb, "--help"], capture_output=True, text=True).stdout:
+        raise SystemExit(f"{nb} has no output collector (issue 12): build the exporter of this tree")
+    logs = start_output_writers(tmp)
+    pod_logs = [f"--path.pod-logs={logs}/pods", f"--path.container-logs={logs}/containers"]
     live = spawn([nb, f"--web.listen-address=127.0.0.1:{p_live}", f"--collector.systemd.address={bus}",
                   "--collector.memory.process-include=lazyhog|prometheus.*|cw-leaker", *pod_logs],
                  tmp / "exporter-live.log")
@@ -586,13 +509,11 @@ def start_world(tmp):
     for proc, port, what in ((fixture, p_fx, "exporter (IPVS fixture)"), (live, p_live, "exporter (live /proc)"),
                              (bad, p_bad, "exporter (malformed tcp fixture)"), (node, p_node, "node_exporter")):
         metrics[what] = wait_http(f"http://127.0.0.1:{port}/metrics", proc, what)
-    p_out = None if has_output else start_output_standin()
-    nodesleuth_targets = [f"'127.0.0.1:{p}'" for p in (p_fx, p_bad, p_out) if p]
 
     (tmp / "prometheus.yml").write_text(
         f"global: {{scrape_interval: {SCRAPE}s, scrape_timeout: {SCRAPE}s, evaluation_interval: {SCRAPE}s}}\n"
         "scrape_configs:\n"
-        f"  - job_name: nodesleuth\n    static_configs: [{{targets: [{', '.join(nodesleuth_targets)}]}}]\n"
+        f"  - job_name: nodesleuth\n    static_configs: [{{targets: ['127.0.0.1:{p_fx}', '127.0.0.1:{p_bad}']}}]\n"
         f"  - job_name: nodesleuth-live\n    scrape_interval: {LIVE_SCRAPE}s\n    scrape_timeout: {LIVE_SCRAPE}s\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{p_live}']}}]\n"
         "    relabel_configs: [{target_label: job, replacement: nodesleuth}]\n"
@@ -602,7 +523,6 @@ def start_world(tmp):
     base = f"http://127.0.0.1:{p_prom}"
     wait_http(base + "/-/ready", prom, "prometheus")
     return base, metrics, {"fixture": f"127.0.0.1:{p_fx}", "live": f"127.0.0.1:{p_live}", "bad": f"127.0.0.1:{p_bad}",
-                           "output": f"127.0.0.1:{p_out}" if p_out else None,
                            "netns": ns}
 
 
@@ -719,7 +639,7 @@ def series_of(res, key):
     return [s["metric"] for _, body, _ in res[key] if body for s in body["data"]["result"]]
 
 
-def real_output_checks(res):
+def output_checks(res):
     """The output panels show the real stalled terminal writer of shop/tty-0, not the drained pipe of shop/pipe-0."""
     title = "Container output stalled (NodesleuthContainerOutputStalled)"
     series = series_of(res, ("overview", title))
@@ -745,40 +665,6 @@ def real_output_checks(res):
           any(m.get("pod") == "tty-0" for m in series), series)
 
 
-def output_checks(res, inst):
-    """The output panels show what the stand-in serves (see OUTPUT_STALL_START)."""
-    if not inst["output"]:
-        real_output_checks(res)
-        return
-    tag = " (stand-in)"
-    th = generate.stall_threshold()
-    longest = value_of(res, ("overview", "Longest output stall"))
-    check(f"overview: longest output stall = {longest} s >= {th} s, red{tag}", longest is not None and longest >= th)
-    title = "Container output stalled (NodesleuthContainerOutputStalled)"
-    series = [s["metric"] for _, body, _ in res[("overview", title)] if body for s in body["data"]["result"]]
-    check(f"overview: '{title}' draws shop/api-0 on tty and the (other) group{tag}",
-          {(m.get("pod", ""), m.get("process"), m.get("target", "")) for m in series}
-          == {("api-0", "api", "tty"), ("", "(other)", "")}, series)
-    _, a, _ = res[("tcp", "Stalled output writers now")][0]
-    _, b, _ = res[("tcp", "Stalled output writers now")][1]
-    stalled = {r["metric"].get("pod", ""): float(r["value"][1]) for r in (a or {}).get("data", {}).get("result", [])}
-    threads = {r["metric"].get("pod", ""): float(r["value"][1]) for r in (b or {}).get("data", {}).get("result", [])}
-    check(f"tcp: stalled writers table: api-0 {stalled.get('api-0')} s >= {th} s with 3 threads, (other) 1 "
-          f"thread{tag}", stalled.get("api-0", 0) >= th and threads == {"api-0": 3, "": 1}, (stalled, threads))
-    rows = rows_of(res, ("tcp", "Containers writing to a terminal (tty: true)"))
-    check(f"tcp: terminal writers: api-0's stdout and stderr, not web-0 (pipe){tag}",
-          sorted((r.get("pod"), r.get("stream"), r["__value"]) for r in rows)
-          == [("api-0", "stderr", 1), ("api-0", "stdout", 1)], rows)
-    series = [s["metric"] for _, body, _ in res[("tcp", "Log age of containers with a stalled or terminal writer")]
-              if body for s in body["data"]["result"]]
-    check(f"tcp: log age only of api-0 (stalled, on a terminal), not of web-0{tag}",
-          [m.get("pod") for m in series] == ["api-0"], series)
-    series = [s["metric"] for _, body, _ in res[("tcp", "Partial log lines (lines over 16 KiB)")]
-              if body for s in body["data"]["result"]]
-    check(f"tcp: partial log lines only where there are some (api-0){tag}", [m.get("pod") for m in series] == ["api-0"],
-          series)
-
-
 def live():
     ds = load_dist()
     tmp = Path(tempfile.mkdtemp(prefix="nodesleuth-dash-"))
@@ -800,9 +686,8 @@ def live():
             counts = {x["metric"]["instance"]: float(x["value"][1]) for x in r.get("result", [])}
             up = api(base, "query", query="count(up == 1)").get("data", {}).get("result", [])
             ok = api(base, "query", query=live_ok).get("data", {}).get("result", [])
-            targets = 4 + bool(inst["output"])
             if (len(counts) == 3 and counts.get(inst["live"], 0) >= 4 and min(counts.values()) >= 4
-                    and up and float(up[0]["value"][1]) == targets and ok):
+                    and up and float(up[0]["value"][1]) == 4 and ok):
                 at = float(ok[0]["value"][1]) + 0.5
                 break
             time.sleep(1)
@@ -818,24 +703,16 @@ def live():
         for text in metrics.values():
             seen |= set(re.findall(r"^(?:# (?:HELP|TYPE) )?([a-zA-Z_:][a-zA-Z0-9_:]*)", text, re.M))
         now = time.time()
-        seen |= set(api(base, "label/__name__/values", **{"match[]": f'{{job="nodesleuth", instance!="{inst["output"]}"}}',
-                                                         "start": now - WINDOW, "end": now}).get("data") or [])
+        seen |= set(api(base, "label/__name__/values", **{"match[]": '{job="nodesleuth"}', "start": now - WINDOW,
+                                                         "end": now}).get("data") or [])
         used = set()
         for d in ds.values():
             for _, t in lint.targets_of(d):
                 used |= lint.metric_names(t["expr"])[0]
         nodesleuth_used = sorted(n for n in used if n.startswith("nodesleuth_"))
         missing = [n for n in nodesleuth_used if n not in seen]
-        # without the output collector in this exporter, its contract's series come from the stand-in (and only those)
-        standin = sorted(set(missing) & lint.pending_metrics()) if inst["output"] else []
-        missing = [n for n in missing if n not in standin]
-        check(f"{len(nodesleuth_used) - len(standin)} nodesleuth metrics used by the dashboards are in the real "
-              f"exporters' output", not missing, f"missing: {missing}")
-        if inst["output"]:
-            print(f"note: this exporter has no output collector (issue 12): {len(standin)} metrics of its contract "
-                  f"come from the loopback stand-in target: {', '.join(standin)}")
-            check("the stand-in serves only metrics of the pending output contract, each used by a dashboard",
-                  set(standin) == {n for n in nodesleuth_used if n in lint.pending_metrics()}, standin)
+        check(f"{len(nodesleuth_used)} nodesleuth metrics used by the dashboards are in the real exporters' output",
+              not missing, f"missing: {missing}")
 
         n_panels = sum(len(list(lint.panels_of(d))) for d in ds.values())
         res, n_q, n_data, var_q = run_queries(base, ds, concrete=False, now=at)
@@ -900,7 +777,7 @@ def live():
         check(f"memory: Go runtimes table flags the hog ({GO_VERSION}, {GO_MODULE}, madvdontneed=0) red", any(
             r.get("process") == "lazyhog" and r.get("go_version") == GO_VERSION and r.get("module") == GO_MODULE
             and r.get("madvdontneed") == "0" and r["__value"] == 1 for r in rows), rows)
-        output_checks(res, inst)
+        output_checks(res)
         print(f"pass 1: {len(ds)} dashboards, {n_panels} panels, {n_q} queries checked, {n_data} returned data, "
               f"{var_q} variable queries")
 
