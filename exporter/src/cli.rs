@@ -223,7 +223,7 @@ mod tests {
         let (_, enabled) = parse(&["nodesleuth", "--no-collector.tcp", "--collector.tcp"]);
         assert!(enabled.contains(&"tcp"));
         let (cli, enabled) = parse(&["nodesleuth"]);
-        assert_eq!(enabled, vec!["tcp", "ipvs", "memory", "systemd"]);
+        assert_eq!(enabled, vec!["tcp", "ipvs", "memory", "output", "systemd"]);
         assert_eq!(crate::server::listen_addr(&cli.exporter.listen_address).unwrap().port(), 9741);
         let (_, enabled) = parse(&["nodesleuth", "--collector.disable-defaults", "--collector.ipvs"]);
         assert_eq!(enabled, vec!["ipvs"]);

@@ -200,7 +200,8 @@ def collector_of(family):
     """The collector a family belongs to, by its name (exporter-wide series: `(exporter)`)."""
     for prefix, col in [("nodesleuth_tcp_", "tcp"), ("nodesleuth_ipvs_", "ipvs"), ("nodesleuth_process", "memory"),
                         ("nodesleuth_memory_", "memory"), ("nodesleuth_systemd_", "systemd"),
-                        ("nodesleuth_dbus_", "systemd")]:
+                        ("nodesleuth_dbus_", "systemd"), ("nodesleuth_output_", "output"),
+                        ("nodesleuth_container_", "output")]:
         if family.startswith(prefix):
             return col
     return "(exporter)"

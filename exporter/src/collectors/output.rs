@@ -16,7 +16,7 @@
 //!   `fd/1` and `fd/2` (what stdout and stderr are: `tty`, `pipe`, `file`, `socket`, `null`, `other`) and the
 //!   cgroup (pod attribution, `pods.rs`). A known pid's start time is checked again every
 //!   [`REVALIDATE_EVERY`] scrapes (spread over the scrapes), and always before a stall is reported, so a reused
-//!   pid is re-identified;
+//!   pid is re-identified; incomplete pod labels are looked up again then;
 //! - per scrape, only for the processes whose stdout/stderr could be stalled: a terminal (always: the kernel
 //!   shows no fill level of a pty from the slave side), a socket (always), a pipe only when it is full — checked
 //!   once per distinct pipe: the pipe is opened read-only and non-blocking through `/proc/<pid>/fd/<n>` for an
@@ -366,7 +366,12 @@ impl OutputCollector {
                         continue;
                     };
                     if prev_start == Some(start) {
-                        state.procs.get_mut(&pid).expect("known").seen = scrape;
+                        let k = state.procs.get_mut(&pid).expect("known");
+                        k.seen = scrape;
+                        // Pod labels found incomplete (kubelet's log entries not there yet) are looked up again.
+                        if k.pod.is_pod() && (k.pod.namespace.is_empty() || k.pod.container.is_empty()) {
+                            k.pod = self.pods.resolve(&proc, pid);
+                        }
                         continue;
                     }
                     let k = if skip {
@@ -578,11 +583,8 @@ fn tail_partials(path: &Path, limit: u64, buf: &mut Vec<u8>) -> io::Result<u64> 
     file.seek(SeekFrom::Start(from))?;
     buf.clear();
     file.take(limit).read_to_end(buf)?;
-    let t = parse::cri_tail(buf, from == 0);
-    if buf.capacity() > 2 * SMALL as usize {
-        *buf = Vec::new(); // keep the steady-state buffer small
-    }
-    Ok(t.partial)
+    // `buf` keeps up to `limit` bytes between scrapes: one buffer, bounded by the flag.
+    Ok(parse::cri_tail(buf, from == 0).partial)
 }
 
 const HELP_SECONDS: &str = "Seconds the group's longest-stalled thread has been blocked in a write to its stdout or stderr while the process wrote nothing (wchar unchanged), observed across scrapes; target: what the fd is.";
@@ -709,6 +711,40 @@ mod tests {
         c.scan(&mut st, &root, &[10], t0 + Duration::from_secs(30));
         let (s, _) = c.scan(&mut st, &root, &[10], t0 + Duration::from_secs(45));
         assert_eq!(s.values().next().map(|s| s.seconds), Some(15.0));
+    }
+
+    #[test]
+    fn a_full_pipe_is_seen_through_proc_and_never_read() {
+        use std::io::Write as _;
+        let (mut r, mut w) = {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills the two ints with new fds, owned by the Files below.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
+            use std::os::fd::FromRawFd as _;
+            unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+        };
+        let root = Path::new("/proc");
+        let me = std::process::id();
+        let wfd = w.as_raw_fd() as u32;
+        assert_eq!(pipe_full(root, me, wfd), Some(false), "empty");
+        let chunk = [b'x'; 1000];
+        let mut written = 0;
+        while let Ok(n) = w.write(&chunk) {
+            written += n;
+        }
+        assert_eq!(pipe_full(root, me, wfd), Some(true), "a writer would block now ({written} bytes queued)");
+        // Looking did not take anything out of the pipe.
+        let mut got = 0;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        assert_eq!(got, written);
+        assert_eq!(pipe_full(root, me, wfd), Some(false));
+        assert_eq!(pipe_full(root, u32::MAX, wfd), None, "gone");
     }
 
     #[test]
