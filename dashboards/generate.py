@@ -45,6 +45,9 @@ ALERTS = {
     "NodesleuthSystemdLeakedProbeSlices": {"threshold": 20},
     "NodesleuthCollectorFailing": {},
     "NodesleuthExporterDown": {},
+    # issue 12: a process blocked writing its stdout/stderr; critical on a terminal, warning on a pipe/file/socket
+    "NodesleuthContainerOutputStalled.critical": {"threshold": 120},
+    "NodesleuthContainerOutputStalled.warning": {"threshold": 120},
 }
 # rules/dist/defaults.toml [group_params.nodesleuth-systemd] forecast_window: the rate the cookie forecast uses
 COOKIE_FORECAST_WINDOW = "6h"
@@ -78,6 +81,7 @@ LIBCONTAINER = sel("nodesleuth_systemd_pattern_units", extra='pattern=~"libconta
 RARE_STATES = sel("nodesleuth_tcp_sockets", POD, 'state!~"established|listen"')
 ESTAB = sel("nodesleuth_tcp_sockets", POD, 'state="established"')
 TCP_TIMEOUT = sel("nodesleuth_ipvs_timeout_seconds", extra='timeout="tcp"')
+TTY_WRITERS = sel("nodesleuth_container_output_processes", POD, 'target="tty"')
 GO_MADV0 = sel("nodesleuth_process_go_info", POD, 'madvdontneed="0"')
 GO_NOT_DONTNEED = sel("nodesleuth_process_go_info", POD, 'madvdontneed!="1"')
 # Go 1.12-1.15 return memory with MADV_FREE unless GODEBUG=madvdontneed=1
@@ -105,6 +109,11 @@ def series_style(ref, color, dash=True, stack=False):
     if dash:
         props.append({"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}})
     return {"matcher": {"id": "byFrameRefID", "options": ref}, "properties": props}
+
+
+def unit_of(column, unit):
+    """Override giving one table column (by its displayed name) its own unit."""
+    return {"matcher": {"id": "byName", "options": column}, "properties": [{"id": "unit", "value": unit}]}
 
 
 def thresholds(*steps):
@@ -333,6 +342,21 @@ def collector_failing_expr():
             f"({sel('nodesleuth_systemd_up')}) == 0, \"collector\", \"systemd\", \"\", \"\")")
 
 
+OUT_GROUP = "instance, namespace, pod, container, process, target"
+OUT_CONTAINER = "instance, namespace, pod, container"
+
+
+def stall_threshold():
+    """Seconds a write may stay blocked before NodesleuthContainerOutputStalled (the lower of its two severities'
+    thresholds; both 120 s by default)."""
+    return min(param("NodesleuthContainerOutputStalled.critical", "threshold"),
+               param("NodesleuthContainerOutputStalled.warning", "threshold"))
+
+
+def stalled_groups():
+    return f"max by ({OUT_GROUP}) ({sel('nodesleuth_output_stalled_seconds', POD)})"
+
+
 def on_selected_hosts(expr):
     """node_exporter series of the machines of the selected nodesleuth instances. node_exporter listens on its
     own port, so the two are joined on the host part of `instance` (label_replace into `host`)."""
@@ -364,6 +388,7 @@ def overview(ctx):
     crit_ratio = param("NodesleuthSystemdCookieExhaustion.critical", "ratio")
     idle = param("NodesleuthIPVSIdleNearTimeout", "ratio")
     slices = param("NodesleuthSystemdLeakedProbeSlices", "threshold")
+    stall = stall_threshold()
     tcp_l, ipvs_l = dash_link("nodesleuth-tcp", "TCP detail"), dash_link("nodesleuth-ipvs", "IPVS detail")
     mem_l, sd_l = dash_link("nodesleuth-memory", "Memory detail"), dash_link("nodesleuth-systemd", "systemd detail")
     items = [
@@ -386,6 +411,27 @@ def overview(ctx):
                            f"({sel('nodesleuth_tcp_close_wait_sockets', POD)}))",
                            "{{namespace}}/{{pod}}/{{container}} {{process}} :{{local_port}} ({{instance}})")],
                    "short", w=20, h=6, thresh=red_at(cw), links=[tcp_l]),
+        row("Container output stalled"),
+        stat("Longest output stall",
+             f"The longest time any thread of a selected node has been blocked writing its stdout/stderr while its "
+             f"process wrote nothing. Red from {stall:g} s, the threshold of NodesleuthContainerOutputStalled "
+             f"(critical on a terminal: 'stuck writing logs to a terminal: set tty: false'; warning on a pipe). "
+             f"Behind it the whole service hangs: CLOSE_WAIT piles up and the liveness probe restarts it. 'none': "
+             f"nothing is stalled (the series exist only while a write is stuck).",
+             [Target(f"max({sel('nodesleuth_output_stalled_seconds', POD)})", instant=True)],
+             "s", red_at(stall), noValue="none",
+             links=[tcp_l, runbook_link("NodesleuthContainerOutputStalled")]),
+        timeseries("Container output stalled (NodesleuthContainerOutputStalled)",
+                   f"How long each process group (namespace, pod, container, process) has been blocked writing "
+                   f"its stdout/stderr without progress, and on what: tty (a terminal the runtime stopped reading: "
+                   f"set tty: false), pipe (the runtime stopped draining it), file, socket. A line rising one second "
+                   f"per second is a stuck writer; the dashed line is the alert threshold ({stall:g} s). "
+                   f"(other) holds the stalls beyond the exporter's top N. Lines end when the write completes or "
+                   f"the process is killed (often by its liveness probe, before the threshold).",
+                   [Target(stalled_groups(),
+                           "{{namespace}}/{{pod}}/{{container}} {{process}} [{{target}}] ({{instance}})")],
+                   "s", w=20, h=6, thresh=red_at(stall), min=0,
+                   links=[tcp_l, runbook_link("NodesleuthContainerOutputStalled")]),
         row("Full accept queues"),
         stat("Fullest accept queue",
              "The highest accept-queue length / limit of any listener (netlink source only; the procfs source "
@@ -517,6 +563,7 @@ def overview(ctx):
 
 def tcp(ctx):
     cw = param("NodesleuthTCPCloseWaitPileUp", "threshold")
+    stall = stall_threshold()
     items = [
         row("Socket states per pod network namespace"),
         timeseries("TCP sockets by state (without ESTABLISHED)",
@@ -571,6 +618,60 @@ def tcp(ctx):
               thresh=thresholds(("green", None), ("orange", 0.8),
                                 ("red", 1)),
               cell="color-background"),
+        row("Container output: writers stuck on stdout/stderr (the hang behind CLOSE_WAIT)"),
+        table("Stalled output writers now",
+              f"Process groups with a thread blocked writing stdout/stderr while the process wrote nothing: for "
+              f"how long, how many threads, and on what (tty: a terminal, set tty: false; pipe: the runtime "
+              f"stopped draining it). Red from {stall:g} s (NodesleuthContainerOutputStalled). Empty when "
+              f"nothing is stuck.",
+              [Target(stalled_groups(), instant=True, fmt="table"),
+               Target(f"max by ({OUT_GROUP}) ({sel('nodesleuth_output_stalled_threads', POD)})",
+                      instant=True, fmt="table")],
+              "s", w=12, sort="stalled", rename={"Value #A": "stalled", "Value #B": "threads"},
+              thresh=thresholds(("green", None), ("red", stall)), cell="color-text",
+              overrides=[unit_of("threads", "short")],
+              links=[runbook_link("NodesleuthContainerOutputStalled")]),
+        table("Containers writing to a terminal (tty: true)",
+              "Processes per container and stream whose stdout or stderr is a terminal (/dev/pts): containers "
+              "run with tty: true. Each is one long log line away from the terminal hang when the runtime's console "
+              "reader stops reading (NodesleuthContainerOutputStalled, critical); a service needs no terminal.",
+              [Target(f"sum by ({OUT_CONTAINER}, stream) "
+                      f"({TTY_WRITERS})",
+                      instant=True, fmt="table")],
+              "short", w=12, sort="processes", rename={"Value": "processes"}),
+        timeseries("Container processes by output target",
+                   "Processes of pod containers per node by what their stdout/stderr is: tty (tty: true), pipe "
+                   "(the CRI default), file, socket, null. A rise of tty means new pods with tty: true.",
+                   [Target(f"sum by (instance, target) ({sel('nodesleuth_container_output_processes', POD)})",
+                           "{{instance}} {{target}}")],
+                   "short", w=12),
+        timeseries("Log age of containers with a stalled or terminal writer",
+                   "Seconds since the container's newest log file under the kubelet's pod log directory was "
+                   "written, for containers with a stalled writer or a terminal. A log that stops growing while its "
+                   "process is blocked on output confirms the stall; quiet services have old logs too.",
+                   [Target(f"max by ({OUT_CONTAINER}) ({sel('nodesleuth_container_log_age_seconds', POD)}) "
+                           f"and on ({OUT_CONTAINER}) (group by ({OUT_CONTAINER}) "
+                           f"({sel('nodesleuth_output_stalled_seconds', POD)}) or group by ({OUT_CONTAINER}) "
+                           f"({TTY_WRITERS}))",
+                           "{{namespace}}/{{pod}}/{{container}} ({{instance}})")],
+                   "s", w=12, min=0),
+        timeseries("Partial log lines (lines over 16 KiB)",
+                   "CRI partial (P) records in the tail of each container's log: pieces of lines longer than 16 KiB. "
+                   "Very long log lines written fast are what triggered the terminal hang of the documented "
+                   "incident; on a pipe they only make logs hard to read.",
+                   [Target(f"topk(10, max by ({OUT_CONTAINER}) "
+                           f"({sel('nodesleuth_container_log_partial_lines', POD)}) > 0)",
+                           "{{namespace}}/{{pod}}/{{container}} ({{instance}})")],
+                   "short", w=12, min=0),
+        timeseries("Output collector: candidate and unreadable threads",
+                   "Threads whose syscall the output collector read this scrape (state and wchan made them "
+                   "candidates: its cost), and candidates whose syscall it could not read (no ptrace access): "
+                   "above 0, stalls of those processes cannot be seen.",
+                   [Target(f"max by (instance) ({sel('nodesleuth_output_candidate_threads')})",
+                           "{{instance}} candidates"),
+                    Target(f"max by (instance) ({sel('nodesleuth_output_unreadable_threads')})",
+                           "{{instance}} unreadable")],
+                   "short", w=12, min=0),
         row("Kernel counters (node_exporter, host namespace)"),
         timeseries("Listen overflows and drops",
                    "node_exporter's netstat counters (host network namespace only; its default netstat collector "
@@ -603,7 +704,8 @@ def tcp(ctx):
                    "ops", w=12),
     ]
     return dashboard("nodesleuth-tcp", "nodesleuth / TCP: CLOSE_WAIT and accept queues",
-                     "TCP states per pod network namespace, CLOSE_WAIT by owning process and port, accept queues.",
+                     "TCP states per pod network namespace, CLOSE_WAIT by owning process and port, accept queues, "
+                     "and the processes stuck writing their output behind a hang.",
                      ["tcp"], items, variables("nodesleuth_tcp_sockets", ctx.multi_cluster, ctx.runbook_base))
 
 

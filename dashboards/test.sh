@@ -6,8 +6,8 @@
 # Static: dist/ and LAYOUT.md equal a fresh `python3 dashboards/generate.py`; schema (copy in tests/) and lint,
 # each lint check shown to fail on a broken copy; thresholds against rules/dist/nodesleuth.rules.yaml.
 # Live: real Prometheus 2.42 + two real nodesleuth exporters ($NODESLEUTH_BIN; IPVS fixture tree and live /proc
-# with CLOSE_WAIT sockets in a network namespace, a MADV_FREE hog and a systemd sandbox) + node_exporter; every panel
-# query is run.
+# with CLOSE_WAIT sockets in a network namespace, a MADV_FREE hog, a systemd sandbox and a writer stuck on a terminal
+# in a pod) + node_exporter; every panel query is run. The exporter must have the output collector (issue 12).
 # Needs: python3 with PyYAML and jsonschema, prometheus, prometheus-node-exporter, iproute2 (ip), cc, util-linux
 # (unshare, nsenter), systemd and dbus (the systemd sandbox).
 set -euo pipefail

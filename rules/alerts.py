@@ -35,6 +35,15 @@ FAILURE_MODES = {
         "prober_probe_total",
         "kube_pod_container_status_restarts_total",
         "nodesleuth_tcp_close_wait_sockets",
+        "nodesleuth_output_stalled_seconds",
+    ],
+    # issue 12: a process blocked writing its stdout/stderr (a tty the runtime stopped reading, an undrained pipe)
+    "container-output-stalled": [
+        "nodesleuth_output_stalled_seconds",
+        "nodesleuth_output_stalled_threads",
+        "nodesleuth_container_output_processes",
+        "nodesleuth_container_log_age_seconds",
+        "nodesleuth_container_log_partial_lines",
     ],
     "madv-free-retention": [
         "nodesleuth_process_lazyfree_bytes",
@@ -80,7 +89,7 @@ FAILURE_MODES = {
 # Groups: name -> (on by default, what it needs). Off-by-default groups overlap what upstream mixins already alert on.
 GROUPS = {
     "nodesleuth-tcp": (True, "nodesleuth; ListenOverflows also node_exporter"),
-    "nodesleuth-container": (True, "nodesleuth, kubelet /metrics/probes, kube-state-metrics"),
+    "nodesleuth-container": (True, "nodesleuth; the restart rules also kubelet /metrics/probes, kube-state-metrics"),
     "nodesleuth-memory": (True, "nodesleuth; cAdvisor for the limit rule; the service's Go metrics for the heap rule"),
     "nodesleuth-ipvs": (True, "nodesleuth"),
     "nodesleuth-systemd": (True, "nodesleuth"),
@@ -100,6 +109,46 @@ WHERE_ZH = (
     "{{ if $labels.pod }}Pod {{ $labels.namespace }}/{{ $labels.pod }}"
     "{{ else }}网络命名空间 {{ $labels.netns }}{{ end }}（节点 <<node>>）"
 )
+
+# The output-stall alert names the process group; `(other)` is the exporter's overflow group beyond its top N
+# (namespace/pod/container empty), a host process has a process but no pod.
+OUT_BY = "<<C>><<N>>instance, namespace, pod, container, process, target"
+OUT_WHO = (
+    '{{ if $labels.pod }}process "{{ $labels.process }}" of container {{ $labels.container }} in pod '
+    "{{ $labels.namespace }}/{{ $labels.pod }}{{ else if eq $labels.process \"(other)\" }}a process beyond the "
+    "exporter's top N{{ else }}host process \"{{ $labels.process }}\"{{ end }} on <<node>>"
+)
+OUT_WHO_ZH = (
+    "{{ if $labels.pod }}Pod {{ $labels.namespace }}/{{ $labels.pod }} 中容器 {{ $labels.container }} 的进程"
+    "“{{ $labels.process }}”{{ else if eq $labels.process \"(other)\" }}exporter 前 N 名以外的某个进程"
+    "{{ else }}主机进程“{{ $labels.process }}”{{ end }}（节点 <<node>>）"
+)
+# NodesleuthContainerHungRestarting names an output stall seen in the same pod within its window as the cause: a
+# template query (Prometheus evaluates it when the alert is sent), empty when the pod had no stall. The stall series
+# itself is gone by then (the restart killed the stuck process), hence max_over_time over the window; the liveness
+# probe usually kills the process long before NodesleuthContainerOutputStalled's threshold, so this takes any stall
+# of at least `output_stall` seconds.
+STALL_QUERY = (
+    '{{ with printf `topk(1, max by (process, target) (max_over_time(nodesleuth_output_stalled_seconds{'
+    '<<sel:nodesleuth>>, <<CQ>>namespace=%q, pod=%q}[<<window>>])) >= <<output_stall>>)` <<CV>>$labels.namespace '
+    "$labels.pod | query }}{{ with first . }}"
+)
+STALL_CAUSE = {
+    "summary": STALL_QUERY + '{{ if eq .Labels.target "tty" }}: stuck writing logs to a terminal, set tty: false'
+    "{{ else }}: stuck writing its output ({{ .Labels.target }}){{ end }}{{ end }}{{ end }}",
+    "description": STALL_QUERY + ' Cause: process "{{ .Labels.process }}" of this pod was blocked for '
+    "{{ .Value | humanizeDuration }} writing to its stdout/stderr ({{ .Labels.target }}) within <<window>>"
+    '{{ if eq .Labels.target "tty" }}: it is stuck writing logs to a terminal: set tty: false'
+    '{{ else if eq .Labels.target "pipe" }}: the runtime stopped draining its stdout pipe{{ end }} '
+    "(NodesleuthContainerOutputStalled).{{ end }}{{ end }}",
+    "summary_zh": STALL_QUERY + '{{ if eq .Labels.target "tty" }}：原因是写日志到终端卡死，请设置 tty: false'
+    "{{ else }}：原因是写输出（{{ .Labels.target }}）卡死{{ end }}{{ end }}{{ end }}",
+    "description_zh": STALL_QUERY + "原因：该 Pod 的进程“{{ .Labels.process }}”在 <<window>> 内向 stdout/stderr"
+    "（{{ .Labels.target }}）写入时阻塞了 {{ .Value | humanizeDuration }}"
+    '{{ if eq .Labels.target "tty" }}：它写日志到终端卡死了，请设置 tty: false'
+    '{{ else if eq .Labels.target "pipe" }}：容器运行时不再读取它的 stdout 管道{{ end }}'
+    "（见 NodesleuthContainerOutputStalled）。{{ end }}{{ end }}",
+}
 
 RECORDING = {
     "nodesleuth-tcp": [
@@ -238,15 +287,83 @@ sum by ({NODE_BY}) (rate(node_netstat_TcpExt_ListenDrops{{<<sel:node_exporter>>}
         "这些计数只覆盖主机网络命名空间；具体的 Pod 和端口见 NodesleuthTCPAcceptQueueFull。",
     },
     # ------------------------------------------------------------------ container
+    # A process blocked writing its stdout/stderr (issue 12, the first documented incident). Two rules, one per
+    # severity, as for the cookie alert: a terminal (tty: true) is critical because the fix is known and the
+    # whole service hangs behind its logger; a pipe, file or socket is a warning. The overflow group
+    # process="(other)" fires too: it is a real stall on the node, only not named (see the runbook); the exporter
+    # gives it no target (it mixes them), so it is a warning.
+    {
+        "id": "NodesleuthContainerOutputStalled.critical",
+        "name": "NodesleuthContainerOutputStalled",
+        "group": "nodesleuth-container",
+        "mode": "container-output-stalled",
+        "severity": "critical",
+        "for": "1m",
+        "params": {"threshold": 120},
+        "meaning": "A process has been blocked for minutes writing its logs to its stdout/stderr without progress: "
+        "critical when that is a terminal (tty: true, the runtime stopped reading it: set tty: false), warning "
+        "for a pipe the runtime stopped draining (or a file or socket). Every thread that logs hangs with it.",
+        "expr": f"""\
+max by ({OUT_BY}) (nodesleuth_output_stalled_seconds{{<<sel:nodesleuth>>, target="tty"}}) > <<threshold>>""",
+        "summary": "Output stall: " + OUT_WHO + " is stuck writing logs to a terminal for "
+        "{{ $value | humanizeDuration }}: set tty: false",
+        "description": "A thread of " + OUT_WHO + " has been blocked for {{ $value | humanizeDuration }} in a "
+        "write to its stdout/stderr, which is a terminal (tty: true), and the process has not written a byte since "
+        "(threshold <<threshold>> s). The container runtime stopped reading the terminal (a race in "
+        "containerd/console, fixed only in some Docker and containerd releases); with the terminal's buffer full, "
+        "every thread that logs blocks too: the service stops answering, CLOSE_WAIT piles up and the liveness probe "
+        "restarts it, which erases the evidence. Set tty: false in the pod spec (or upgrade the runtime); read "
+        "/proc/<pid>/task/*/wchan and syscall before anything restarts it.",
+        "summary_zh": "输出卡死：" + OUT_WHO_ZH + "写日志到终端已阻塞 {{ $value | humanizeDuration }}，请设置 tty: false",
+        "description_zh": OUT_WHO_ZH + "的一个线程向 stdout/stderr 写入时已阻塞 {{ $value | humanizeDuration }}，"
+        "它的输出是终端（tty: true），此后进程再没有写出一个字节（阈值 <<threshold>> 秒）。容器运行时不再读取这个终端"
+        "（containerd/console 的竞争问题，只在部分 Docker 和 containerd 版本中修复），终端缓冲区已满，所有写日志的线程"
+        "都会跟着阻塞：服务不再响应，CLOSE_WAIT 堆积，存活探针重启容器并抹掉现场。请在 Pod 中设置 tty: false"
+        "（或升级容器运行时）；重启之前先读取 /proc/<pid>/task/*/wchan 和 syscall。",
+    },
+    {
+        "id": "NodesleuthContainerOutputStalled.warning",
+        "name": "NodesleuthContainerOutputStalled",
+        "group": "nodesleuth-container",
+        "mode": "container-output-stalled",
+        "severity": "warning",
+        "for": "1m",
+        "params": {"threshold": 120},
+        "meaning": None,
+        "expr": f"""\
+max by ({OUT_BY}) (nodesleuth_output_stalled_seconds{{<<sel:nodesleuth>>, target!="tty"}}) > <<threshold>>""",
+        "summary": "Output stall: " + OUT_WHO + " is blocked writing its output{{ with $labels.target }} ({{ . }}){{ end }} for "
+        "{{ $value | humanizeDuration }}",
+        "description": "A thread of " + OUT_WHO + " has been blocked for {{ $value | humanizeDuration }} in a "
+        "write to its stdout/stderr{{ with $labels.target }} ({{ . }}){{ end }} and the process has not written a byte since "
+        "(threshold <<threshold>> s): "
+        '{{ if eq $labels.target "pipe" }}the runtime stopped draining its stdout pipe (a hung containerd-shim, '
+        "conmon or logging driver)"
+        '{{ else if eq $labels.target "file" }}the file it writes to does not take the write (a hung or full '
+        "filesystem)"
+        '{{ else if eq $labels.target "socket" }}the peer of its output socket (a log collector) stopped reading'
+        '{{ else if eq $labels.process "(other)" }}the groups beyond the top N mix targets: see the node'
+        "{{ else }}its output does not take the write{{ end }}. Every thread that logs blocks too, and the liveness "
+        "probe will restart the container and erase the evidence.",
+        "summary_zh": "输出卡死：" + OUT_WHO_ZH + "写输出{{ with $labels.target }}（{{ . }}）{{ end }}已阻塞 {{ $value | humanizeDuration }}",
+        "description_zh": OUT_WHO_ZH + "的一个线程向 stdout/stderr{{ with $labels.target }}（{{ . }}）{{ else }} {{ end }}写入时已阻塞 "
+        "{{ $value | humanizeDuration }}，此后进程再没有写出一个字节（阈值 <<threshold>> 秒）："
+        '{{ if eq $labels.target "pipe" }}容器运行时不再读取它的 stdout 管道（containerd-shim、conmon 或日志驱动卡住）'
+        '{{ else if eq $labels.target "file" }}它写入的文件不接受写入（文件系统卡住或已满）'
+        '{{ else if eq $labels.target "socket" }}它输出套接字的对端（日志采集器）不再读取'
+        '{{ else if eq $labels.process "(other)" }}前 N 名以外的分组混合了多种输出，请到节点上查看'
+        "{{ else }}它的输出不接受写入{{ end }}。所有写日志的线程都会跟着阻塞，存活探针会重启容器并抹掉现场。",
+    },
     {
         "id": "NodesleuthContainerHungRestarting",
         "group": "nodesleuth-container",
         "mode": "hung-container",
         "severity": "critical",
         "for": "1m",
-        "params": {"window": "30m", "close_wait": 50},
+        "params": {"window": "30m", "close_wait": 50, "output_stall": 30},
         "meaning": "A container is restarted by its liveness probe while its pod piled up CLOSE_WAIT sockets: the "
-        "restarts are the symptom of a hang, not a crash, and each restart erases the evidence.",
+        "restarts are the symptom of a hang, not a crash, and each restart erases the evidence. Names an output "
+        "stall of the pod (NodesleuthContainerOutputStalled) as the cause when there was one.",
         "expr": """\
 (
   sum by (<<C>>namespace, pod, container) (increase(prober_probe_total{<<sel:kubelet_probes>>, probe_type="Liveness", result="failed"}[<<window>>])) > 0
@@ -256,17 +373,18 @@ sum by ({NODE_BY}) (rate(node_netstat_TcpExt_ListenDrops{{<<sel:node_exporter>>}
 and on (<<C>>namespace, pod)
 max_over_time(namespace_pod:nodesleuth_tcp_close_wait_sockets:sum[<<window>>]) >= <<close_wait>>""",
         "summary": "{{ $labels.namespace }}/{{ $labels.pod }} container {{ $labels.container }} hangs and is "
-        "restarted by its liveness probe",
+        "restarted by its liveness probe" + STALL_CAUSE["summary"],
         "description": "Container {{ $labels.container }} of pod {{ $labels.namespace }}/{{ $labels.pod }} failed "
         "its liveness probe {{ $value }} times and was restarted within <<window>>, while the pod held at least "
         "<<close_wait>> CLOSE_WAIT sockets. It does not crash: it hangs, stops closing connections, and the probe "
         "kills it. The sockets and the stuck threads disappear with every restart: capture a dump before the next "
-        "one.",
-        "summary_zh": "{{ $labels.namespace }}/{{ $labels.pod }} 的容器 {{ $labels.container }} 卡死，被存活探针反复重启",
+        "one." + STALL_CAUSE["description"],
+        "summary_zh": "{{ $labels.namespace }}/{{ $labels.pod }} 的容器 {{ $labels.container }} 卡死，被存活探针反复重启"
+        + STALL_CAUSE["summary_zh"],
         "description_zh": "Pod {{ $labels.namespace }}/{{ $labels.pod }} 的容器 {{ $labels.container }} 在 "
         "<<window>> 内存活探针失败 {{ $value }} 次并被重启，同时该 Pod 持有至少 <<close_wait>> 个 CLOSE_WAIT 连接。"
         "它不是崩溃，而是卡死：不再关闭连接，然后被探针杀掉。每次重启都会抹掉这些连接和卡住的线程，"
-        "请在下一次重启前抓取线程/协程栈。",
+        "请在下一次重启前抓取线程/协程栈。" + STALL_CAUSE["description_zh"],
     },
     {
         "id": "NodesleuthContainerLivenessRestarting",
@@ -870,6 +988,28 @@ INHIBIT = [
         ["NodesleuthContainerLivenessRestarting", "KubePodCrashLooping"],
         ["<<cluster_label>>", "namespace", "pod"],
         None,
+    ),
+    # A process stuck writing its output (issue 12) is the root cause of its pod's liveness restarts and of the
+    # CLOSE_WAIT / accept-queue pile-up on its ports. Only pod-level stalls inhibit (pod!=""): the exporter's
+    # (other) group and host processes have no pod, and an empty pod would "equal" every pod-less alert of the
+    # cluster. NodesleuthContainerHungRestarting (critical, it names the stall as its cause) is silenced only by
+    # the critical (tty) stall, never paged down by a warning.
+    (
+        ["NodesleuthContainerOutputStalled"],
+        [
+            "NodesleuthContainerLivenessRestarting",
+            "KubePodCrashLooping",
+            "NodesleuthTCPCloseWaitPileUp",
+            "NodesleuthTCPAcceptQueueFull",
+        ],
+        ["<<cluster_label>>", "namespace", "pod"],
+        ['pod!=""'],
+    ),
+    (
+        ["NodesleuthContainerOutputStalled"],
+        ["NodesleuthContainerHungRestarting"],
+        ["<<cluster_label>>", "namespace", "pod"],
+        ['severity="critical"', 'pod!=""'],
     ),
     (
         ["NodesleuthNodeConntrackDropping", "NodesleuthNodeConntrackInsertFailures"],

@@ -105,6 +105,10 @@ def substitute(text, cfg, params, name):
             return f"{cl}, " if cl else ""
         if key == "N":
             return f"{nl}, "
+        if key == "CQ":  # the cluster matcher of a template query (printf verb), "" without a cluster label
+            return f"{cl}=%q, " if cl else ""
+        if key == "CV":  # its printf argument
+            return f"$labels.{cl} " if cl else ""
         if key == "node_label":
             return nl
         if key == "cluster_label":
@@ -251,7 +255,7 @@ def inhibit_rules(cfg, names):
             continue
         sm = [f"alertname=~{q('|'.join(sources))}"]
         if extra:
-            sm.append(extra)
+            sm += [extra] if isinstance(extra, str) else list(extra)
         out.append({"source_matchers": sm, "target_matchers": [f"alertname=~{q('|'.join(targets))}"], "equal": equal})
     return out
 

@@ -5,16 +5,17 @@ static: dist/ and LAYOUT.md equal a fresh generation; every dashboard validates 
         and passes lint.py; each lint check is shown to fail on a broken copy; the overview's thresholds equal the
         rule library's (rules/dist/nodesleuth.rules.yaml, when the rule library is in this tree).
 live:   a real Prometheus 2.42 scrapes every second two real nodesleuth exporters (one on the IPVS fixture tree, one
-        on this machine's /proc with real CLOSE_WAIT sockets and a full accept queue in a network namespace and a
-        MADV_FREE hog) and a real node_exporter; then every panel target is sent to the HTTP API with its template
-        variables substituted as Grafana would, once with every variable at "All" and once with concrete values
-        taken from the variables' own queries. Every query must parse; the panels of the areas made real must
-        return series (except the listed ones, which must really be empty), and key panels must show the values
-        the test created.
+        on this machine's /proc with real CLOSE_WAIT sockets and a full accept queue in a network namespace, a
+        MADV_FREE hog and a writer stuck on a terminal nobody reads) and a real node_exporter; then every panel
+        target is sent to the HTTP API with its template variables substituted as Grafana would, once with every
+        variable at "All" and once with concrete values taken from the variables' own queries. Every query must
+        parse; the panels of the areas made real must return series (except the listed ones, which must really be
+        empty), and key panels must show the values the test created.
 """
 import atexit
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -183,7 +185,7 @@ def rule_constants(expr):
 # ---------------------------------------------------------------------------------------------------------------------
 # live
 
-CHILDREN, NETNS, SANDBOX_PID = [], [], []
+CHILDREN, NETNS, SANDBOX_PID, MASTERS = [], [], [], []
 
 
 def cleanup():
@@ -206,6 +208,15 @@ def cleanup():
     for ns in NETNS:
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
     NETNS.clear()
+    for fd in MASTERS:
+        os.close(fd)
+    MASTERS.clear()
+    for d in CGROUPS:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    CGROUPS.clear()
 
 
 atexit.register(cleanup)
@@ -374,6 +385,66 @@ def go_buildinfo_c():
             f"const unsigned char nsdash_go_buildinfo[{len(data)}] = {{{', '.join(map(str, data))}}};\n")
 
 
+# Issue 12's output collector, made real: pod shop/tty-0 (a kubepods cgroup and kubelet-style log directories, as
+# rules/tests/live_test.py makes pods) runs `tty-writer`, the issue's reproduction (ever longer lines) with stdout and
+# stderr on a pseudo-terminal whose master the test holds open and never reads; its log file holds CRI partial
+# records. Pod shop/pipe-0 runs `pipe-writer`, whose stdout pipe the test drains: never reported.
+TTY_REPRO = 's="a"; while true; do echo $s; s="a$s"; done'  # the issue's loop; no wc: the shell is the one writer
+
+
+def cgroup_root():
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return Path("/sys/fs/cgroup")
+    for h in ("pids", "memory", "cpu"):
+        if os.path.isdir(f"/sys/fs/cgroup/{h}"):
+            return Path(f"/sys/fs/cgroup/{h}")
+    raise SystemExit("no writable cgroup hierarchy found")
+
+
+CGROUPS = []
+
+
+def make_pod(logs, namespace, pod, container, pid, log_lines=""):
+    uid = "%08x-%04x-%04x-%04x-%012x" % tuple(random.getrandbits(b) for b in (32, 16, 16, 16, 48))
+    cid = "%064x" % random.getrandbits(256)
+    base = cgroup_root()
+    dirs = [base / "kubepods", base / "kubepods/besteffort", base / f"kubepods/besteffort/pod{uid}",
+            base / f"kubepods/besteffort/pod{uid}/{cid}"]
+    dirs[-1].mkdir(parents=True, exist_ok=True)
+    CGROUPS.extend(reversed(dirs[2:]))
+    (dirs[-1] / "cgroup.procs").write_text(str(pid))
+    d = logs / "pods" / f"{namespace}_{pod}_{uid}" / container
+    d.mkdir(parents=True)
+    (d / "0.log").write_text(log_lines)
+    (logs / "containers").mkdir(exist_ok=True)
+    (logs / "containers" / f"{pod}_{namespace}_{container}-{cid}.log").symlink_to(d / "0.log")
+    return d / "0.log"
+
+
+def start_output_writers(tmp):
+    logs = tmp / "logs"
+    (logs / "pods").mkdir(parents=True)
+    links = tmp / "writers"
+    links.mkdir()
+    for name in ("tty-writer", "pipe-writer"):
+        (links / name).symlink_to(shutil.which("sh"))
+    master, slave = os.openpty()
+    tty = subprocess.Popen([str(links / "tty-writer"), "-c", TTY_REPRO], stdin=subprocess.DEVNULL, stdout=slave,
+                           stderr=slave)
+    CHILDREN.append(tty)
+    os.close(slave)
+    MASTERS.append(master)  # held open, never read: the terminal fills and the writer blocks
+    ts = "2026-12-01T00:00:00.000000000Z"
+    cri = "".join(f"{ts} stdout P {'a' * 100}\n" for _ in range(3)) + f"{ts} stdout F {'a' * 10}\n"
+    make_pod(logs, "shop", "tty-0", "app", tty.pid, cri)
+    pipe = subprocess.Popen([str(links / "pipe-writer"), "-c", "while :; do echo healthy; sleep 0.01; done"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    CHILDREN.append(pipe)
+    threading.Thread(target=lambda: [None for _ in pipe.stdout], daemon=True).start()  # drained
+    make_pod(logs, "shop", "pipe-0", "app", pipe.pid, f"{ts} stdout F healthy\n")
+    return logs
+
+
 def bin_path():
     b = os.environ.get("NODESLEUTH_BIN") or str(REPO / "target/release/nodesleuth")
     if not os.access(b, os.X_OK):
@@ -420,8 +491,14 @@ def start_world(tmp):
     # The memory collector reads only the processes the test made (the hog) or that are Go (Prometheus,
     # node_exporter): with a 1 s scrape interval the exporter's deadline is 0.5 s, and a full walk of a machine
     # shared with other builds may overrun it.
+    # the output collector (issue 12): a terminal writer nobody reads and a drained pipe writer, in pods
+    if "--collector.output.top-n" not in subprocess.run([nb, "--help"], capture_output=True, text=True).stdout:
+        raise SystemExit(f"{nb} has no output collector (issue 12): build the exporter of this tree")
+    logs = start_output_writers(tmp)
+    pod_logs = [f"--path.pod-logs={logs}/pods", f"--path.container-logs={logs}/containers"]
     live = spawn([nb, f"--web.listen-address=127.0.0.1:{p_live}", f"--collector.systemd.address={bus}",
-                  "--collector.memory.process-include=lazyhog|prometheus.*|cw-leaker"], tmp / "exporter-live.log")
+                  "--collector.memory.process-include=lazyhog|prometheus.*|cw-leaker", *pod_logs],
+                 tmp / "exporter-live.log")
     # a collector that fails every scrape (malformed /proc/net/tcp lines): the "failing collectors" stat turns red
     bad = spawn([nb, f"--web.listen-address=127.0.0.1:{p_bad}", f"--path.procfs={bad_fx}/proc",
                  f"--path.rootfs={bad_fx}", "--no-collector.ipvs", "--no-collector.memory", "--no-collector.systemd"],
@@ -558,6 +635,36 @@ def rows_of(results, key):
     return out
 
 
+def series_of(res, key):
+    return [s["metric"] for _, body, _ in res[key] if body for s in body["data"]["result"]]
+
+
+def output_checks(res):
+    """The output panels show the real stalled terminal writer of shop/tty-0, not the drained pipe of shop/pipe-0."""
+    title = "Container output stalled (NodesleuthContainerOutputStalled)"
+    series = series_of(res, ("overview", title))
+    check(f"overview: '{title}' draws shop/tty-0 tty-writer on tty",
+          any(m.get("pod") == "tty-0" and m.get("process") == "tty-writer" and m.get("target") == "tty"
+              for m in series), series)
+    check("overview: the drained pipe writer of shop/pipe-0 is never drawn as stalled",
+          not any(m.get("pod") == "pipe-0" for m in series), series)
+    longest = value_of(res, ("overview", "Longest output stall"))
+    check(f"overview: longest output stall = {longest} s > 0", longest is not None and longest > 0)
+    rows = rows_of(res, ("tcp", "Stalled output writers now"))
+    check("tcp: stalled writers table has shop/tty-0 tty-writer on tty with its blocked threads",
+          any(r.get("pod") == "tty-0" and r.get("target") == "tty" for r in rows), rows)
+    rows = rows_of(res, ("tcp", "Containers writing to a terminal (tty: true)"))
+    check("tcp: terminal writers: shop/tty-0's stdout and stderr, not shop/pipe-0",
+          {(r.get("pod"), r.get("stream")) for r in rows if r.get("namespace") == "shop"}
+          == {("tty-0", "stdout"), ("tty-0", "stderr")}, rows)
+    series = series_of(res, ("tcp", "Log age of containers with a stalled or terminal writer"))
+    check("tcp: log age of shop/tty-0, not of shop/pipe-0",
+          any(m.get("pod") == "tty-0" for m in series) and not any(m.get("pod") == "pipe-0" for m in series), series)
+    series = series_of(res, ("tcp", "Partial log lines (lines over 16 KiB)"))
+    check("tcp: partial log lines of shop/tty-0 (its log holds 3 P records)",
+          any(m.get("pod") == "tty-0" for m in series), series)
+
+
 def live():
     ds = load_dist()
     tmp = Path(tempfile.mkdtemp(prefix="nodesleuth-dash-"))
@@ -670,6 +777,7 @@ def live():
         check(f"memory: Go runtimes table flags the hog ({GO_VERSION}, {GO_MODULE}, madvdontneed=0) red", any(
             r.get("process") == "lazyhog" and r.get("go_version") == GO_VERSION and r.get("module") == GO_MODULE
             and r.get("madvdontneed") == "0" and r["__value"] == 1 for r in rows), rows)
+        output_checks(res)
         print(f"pass 1: {len(ds)} dashboards, {n_panels} panels, {n_q} queries checked, {n_data} returned data, "
               f"{var_q} variable queries")
 

@@ -213,6 +213,26 @@ def main():
     ok("config changes threshold, for, severity, cluster/node labels, selector, groups, alerts, runbook base "
        "(and promtool accepts the result)")
 
+    # 7b. template queries in annotations (the hung-container alert's output-stall cause): as many printf verbs as
+    # arguments, with and without the cluster label (promtool checks the template syntax, not printf's arguments,
+    # and a mismatch would only show as %!q(MISSING) in a page)
+    import re
+    n_queries = 0
+    for label, doc in [("default", plain), ("no cluster label", conf)]:
+        for g in doc["groups"]:
+            for r in g["rules"]:
+                for k, v in r.get("annotations", {}).items():
+                    for fmt, args in re.findall(r"printf `([^`]*)`((?: \$labels\.[A-Za-z_]+)+) \| query", v):
+                        n_queries += 1
+                        if fmt.count("%") != args.count("$labels."):
+                            fail(f"{label}: {r['alert']} {k}: {fmt.count('%')} printf verbs, {args.count('$labels.')} "
+                                 f"arguments")
+                        if label == "no cluster label" and "cluster" in fmt + args:
+                            fail(f"{label}: {r['alert']} {k}: template query still matches on cluster")
+    if n_queries < 8:
+        fail(f"expected the hung-container alert's 4 cause queries in both renders, found {n_queries}")
+    ok(f"{n_queries} template queries in annotations: printf verbs match their arguments, with and without cluster")
+
     # 8. bad configurations are refused with a message
     for text, word in [
         ("[alerts.NodesleuthTCPCloseWaitPileUp]\nthreshhold = 1\n", "unknown configuration key"),

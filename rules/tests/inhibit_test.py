@@ -46,7 +46,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 
 def key(labels):
-    where = labels.get("node") or f'{labels.get("namespace")}/{labels.get("pod")}'
+    where = f'{labels.get("node", "")}|{labels.get("namespace", "")}/{labels.get("pod", "")}'
     return (labels["alertname"], labels["severity"], where)
 
 
@@ -71,6 +71,35 @@ CASES = [
     (alert("NodesleuthContainerLivenessRestarting", "warning", namespace="shop", pod="api-0", container="api"), False),
     (alert("KubePodCrashLooping", "warning", namespace="shop", pod="api-0", container="api"), False),
     (alert("NodesleuthContainerLivenessRestarting", "warning", namespace="shop", pod="web-0", container="web"), True),
+    # a process of shop/api-1 stuck writing to its terminal (critical): its pod's restarts, CLOSE_WAIT and full
+    # accept queue are symptoms, the hung-container alert too (it would only repeat the cause)
+    (alert("NodesleuthContainerOutputStalled", "critical", node="n1", instance="10.0.0.1:9741", namespace="shop",
+           pod="api-1", container="api", process="api", target="tty"), True),
+    (alert("NodesleuthContainerLivenessRestarting", "warning", namespace="shop", pod="api-1", container="api"), False),
+    (alert("KubePodCrashLooping", "warning", namespace="shop", pod="api-1", container="api"), False),
+    (alert("NodesleuthContainerHungRestarting", "critical", namespace="shop", pod="api-1", container="api"), False),
+    (alert("NodesleuthTCPCloseWaitPileUp", "warning", node="n1", instance="10.0.0.1:9741", namespace="shop",
+           pod="api-1", container="api", process="api", local_port="8080", netns="4026532010"), False),
+    (alert("NodesleuthTCPAcceptQueueFull", "warning", node="n1", instance="10.0.0.1:9741", namespace="shop",
+           pod="api-1", local_port="8080", netns="4026532010"), False),
+    # the pile-up of another pod on the same node is not
+    (alert("NodesleuthTCPCloseWaitPileUp", "warning", node="n1", instance="10.0.0.1:9741", namespace="shop",
+           pod="web-1", container="web", process="nginx", local_port="80", netns="4026532011"), True),
+    # a stalled stdout pipe (warning) silences the warnings of shop/log-1 but never pages down its critical
+    # hung-container alert
+    (alert("NodesleuthContainerOutputStalled", "warning", node="n1", instance="10.0.0.1:9741", namespace="shop",
+           pod="log-1", container="shipper", process="shipper", target="pipe"), True),
+    (alert("NodesleuthContainerLivenessRestarting", "warning", namespace="shop", pod="log-1", container="shipper"),
+     False),
+    (alert("NodesleuthContainerHungRestarting", "critical", namespace="shop", pod="log-1", container="shipper"), True),
+    # stalls without a pod (the exporter's (other) group, a host process) inhibit nothing: their empty pod would
+    # otherwise "equal" the pod-less alerts of every node
+    (alert("NodesleuthContainerOutputStalled", "warning", node="n6", instance="10.0.0.6:9741", process="(other)"),
+     True),
+    (alert("NodesleuthTCPCloseWaitPileUp", "warning", node="n6", instance="10.0.0.6:9741", process="haproxy",
+           local_port="443", netns="host"), True),
+    (alert("NodesleuthTCPCloseWaitPileUp", "warning", node="n4", instance="10.0.0.4:9741", process="haproxy",
+           local_port="443", netns="host"), True),
     # conntrack drops on n3 explain CoreDNS latency on n3, not on n4
     (alert("NodesleuthNodeConntrackDropping", "critical", node="n3", instance="10.0.0.3:9100"), True),
     (alert("NodesleuthCoreDNSLatencyHigh", "warning", node="n3", instance="10.1.0.5:9153"), False),

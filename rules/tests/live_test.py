@@ -29,6 +29,10 @@ The rules are rendered from rules/alerts.py with one configuration change, `for_
   every scrape), kube-state-metrics (its restarts count up) and cAdvisor (shop/cache-0's working set = the real RSS of
   its processes, limit 330 MiB) -> NodesleuthContainerHungRestarting and NodesleuthContainerLivenessRestarting (real
   CLOSE_WAIT of shop/api-0), NodesleuthMemoryLimitNearButLazyFree (real LazyFree of shop/cache-0)
+- pod shop/api-0 also runs `tty-writer`, the issue-12 reproduction (a shell echoing ever longer lines) with stdout and
+  stderr on a pseudo-terminal whose master the test holds open and never reads: it blocks in write() once the
+  terminal is full -> NodesleuthContainerOutputStalled (critical, target tty) after its 120 s threshold, and from
+  then on NodesleuthContainerHungRestarting of the same pod names it as the cause in its summary and description
 - finally the exporter is killed -> NodesleuthExporterDown.
 
 Each expected alert must reach `firing` in /api/v1/alerts with its pod/process/port labels; no other nodesleuth
@@ -289,6 +293,18 @@ def body(work):
                env={**os.environ, "GODEBUG": "madvdontneed=0"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cache.add(go.pid)
 
+    # issue 12: a writer blocked on a terminal nobody reads, in shop/api-0 (started before the exporter, so the
+    # exporter's first look at it already sees it in the pod's cgroup)
+    # (the issue's loop without its `echo $s | wc -c`, so that the one writer is the shell itself, never a short-lived wc)
+    os.symlink(shutil.which("sh"), os.path.join(work, "tty-writer"))
+    master, slave = os.openpty()
+    tty = spawn("tty-writer", [os.path.join(work, "tty-writer"), "-c",
+                               's="a"; while true; do echo $s; s="a$s"; done'],
+                stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    cleanups.append(lambda: os.close(master))  # held open, never read
+    api.add(tty.pid)
+
     sb = Sandbox(work)
     sb.leak_slices(20)
 
@@ -339,7 +355,7 @@ scrape_configs:
     ok(f"Prometheus loaded {len(rules['data']['groups'])} groups, {n_alerting} alerting rules")
 
     ours = {"netns": {ns_api.name, ns_worker.name}, "pods": {"api-0", "worker-0", "cache-0"},
-            "procs": {"cw-server", "cw-client", "cw-small", "q-host", "api-go"}}
+            "procs": {"cw-server", "cw-client", "cw-small", "q-host", "api-go", "tty-writer"}}
     expected = [
         ("NodesleuthTCPCloseWaitPileUp", {"namespace": "shop", "pod": "api-0", "container": "api", "process": "cw-server",
                                           "local_port": cw_port, "netns": ns_api.name, "node": "testnode"}),
@@ -357,6 +373,9 @@ scrape_configs:
         ("NodesleuthMemoryLimitNearButLazyFree", {"namespace": "shop", "pod": "cache-0", "container": "cache"}),
         ("NodesleuthSystemdLeakedProbeSlices", {"node": "testnode", "instance": f"127.0.0.1:{ex_port}"}),
     ]
+    stall = ("NodesleuthContainerOutputStalled", {"namespace": "shop", "pod": "api-0", "container": "api",
+                                                  "process": "tty-writer", "target": "tty", "severity": "critical",
+                                                  "node": "testnode"})
     current = wait_for(prom_port, expected)
     for n, l in expected:
         a = next((a for a in current if matches(a, n, l) and a["state"] == "firing"), None)
@@ -365,7 +384,7 @@ scrape_configs:
             if not a["annotations"].get("summary_zh") or not a["annotations"].get("runbook_url", "").endswith(n + ".md"):
                 fail(f"{n}: annotations {a['annotations']}")
     time.sleep(3)
-    check_no_others(alerts(prom_port), expected, ours)
+    check_no_others(alerts(prom_port), expected + [stall], ours)  # the stall alert is pending until its 120 s
     # the quiet one is quiet because of the thresholds, not for lack of data
     q = urllib.parse.quote(f'nodesleuth:tcp_close_wait_sockets:sum{{process="cw-small", netns="{ns_worker.name}"}}')
     res = json.loads(http_get(f"http://127.0.0.1:{prom_port}/api/v1/query?query={q}"))["data"]["result"]
@@ -374,6 +393,28 @@ scrape_configs:
     else:
         fail(f"cw-small's CLOSE_WAIT not seen as 60: {res}")
     print("# summaries: " + json.dumps(sorted({a["annotations"]["summary"] for a in alerts(prom_port)}), ensure_ascii=False))
+
+    # 3b. the terminal writer: stalled past 120 s -> critical, "set tty: false"; the hung-container alert of its pod
+    # names it as the cause
+    current = wait_for(prom_port, [stall], timeout=200)
+    a = next((a for a in current if matches(a, *stall) and a["state"] == "firing"), None)
+    if a:
+        summary = a["annotations"]["summary"]
+        if "tty-writer" in summary and "is stuck writing logs to a terminal for" in summary and \
+                summary.endswith(": set tty: false"):
+            ok("NodesleuthContainerOutputStalled firing (critical): " + a["annotations"]["summary"])
+        else:
+            fail(f"NodesleuthContainerOutputStalled: summary {a['annotations']['summary']!r}")
+    hung = next((a for a in current if matches(a, *expected[6])), None)
+    want = ": stuck writing logs to a terminal, set tty: false"
+    if hung and hung["annotations"]["summary"].endswith(want) and \
+            'Cause: process "tty-writer" of this pod' in hung["annotations"]["description"] and \
+            "原因是写日志到终端卡死" in hung["annotations"]["summary_zh"]:
+        ok("NodesleuthContainerHungRestarting names the output stall as its cause: " + hung["annotations"]["summary"])
+    else:
+        fail(f"NodesleuthContainerHungRestarting does not name the stall: {hung and hung['annotations']}")
+    expected = expected[:-1] + [stall] + expected[-1:]  # expected[-1] stays the slices alert (step 4)
+    check_no_others(alerts(prom_port), expected, ours)
 
     # 4. systemd frozen: unresponsive fires; the slices alert resolves (no unit data while systemd is down)
     sb.freeze(True)
