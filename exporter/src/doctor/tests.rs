@@ -538,11 +538,11 @@ fn thresholds_are_the_rule_librarys_defaults() {
     assert_eq!(d[&("NodesleuthSystemdLeakedProbeSlices".into(), "pattern".into())], t.probe_pattern);
     assert_eq!(d[&("NodesleuthSystemdUnitChurn".into(), "window".into())], "1h", "churn_per_hour assumes 1h");
     assert_eq!(t.churn_per_hour, num("NodesleuthSystemdUnitChurn", "threshold"));
-    // The output-stall rule lands with issue 12; until then OUTPUT.md's 120 s holds.
-    match d.get(&("NodesleuthContainerOutputStalled".into(), "threshold".into())) {
-        Some(v) => assert_eq!(t.output_stalled_seconds, v.parse::<f64>().unwrap()),
-        None => assert_eq!(t.output_stalled_seconds, 120.0),
-    }
+    // One threshold for both severities of the output-stall alert (terminal: critical, pipe: warning).
+    assert_eq!(t.output_stalled_seconds, num("NodesleuthContainerOutputStalled.critical", "threshold"));
+    assert_eq!(t.output_stalled_seconds, num("NodesleuthContainerOutputStalled.warning", "threshold"));
+    assert_eq!(d[&("NodesleuthContainerOutputStalled.critical".into(), "severity".into())], "critical");
+    assert_eq!(d[&("NodesleuthContainerOutputStalled.warning".into(), "severity".into())], "warning");
     // Severities: a doctor verdict (other than the raised "hung" critical) is the alert's severity.
     for (alert, severity) in [
         ("NodesleuthTCPCloseWaitPileUp", "warning"),
@@ -563,9 +563,6 @@ fn thresholds_are_the_rule_librarys_defaults() {
     // Every check is an alert of the library, and its runbook exists.
     for (_, names) in checks::CHECKS {
         for name in names.iter().chain([&checks::COLLECTOR_FAILING]) {
-            if *name == checks::OUTPUT_STALLED && !d.keys().any(|(a, _)| a == name) {
-                continue; // issue 12's rule is not merged yet
-            }
             assert!(d.keys().any(|(a, _)| a.split('.').next() == Some(name)), "{name} is no alert");
             let runbook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/runbooks/{name}.md"));
             assert!(runbook.is_file(), "{}", runbook.display());
