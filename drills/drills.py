@@ -242,7 +242,9 @@ def doctor(drill, flags, expect=None, subject=None, codes=(1, 2)):
     """Runs `nodesleuth doctor --output json` with the exporter's flags; checks its exit code and (if `expect`) a
     finding of that name about `subject` with a warning/critical verdict. Returns the report."""
     t = time.monotonic()
-    r = subprocess.run([BIN, "doctor", "--output", "json", f"--interval={DOCTOR_INTERVAL}", *flags],
+    # The doctor judges by the same rule configuration as the Prometheus of the chain.
+    r = subprocess.run([BIN, "doctor", "--output", "json", f"--interval={DOCTOR_INTERVAL}",
+                        f"--rules-config={HERE / 'drills.toml'}", *flags],
                        capture_output=True, text=True, timeout=120)
     wall = time.monotonic() - t
     try:

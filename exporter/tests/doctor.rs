@@ -70,12 +70,20 @@ fn bad_flags_exit_64_not_2_which_means_critical() {
         vec!["--output", "yaml"],
         vec!["--path.procfs", "/nonexistent/proc"],
         vec!["--log.level", "loud"],
+        vec!["--rules-config", "/nonexistent/rules.toml"],
     ] {
         let (out, _) = doctor(&bad);
         assert_eq!(out.status.code(), Some(64), "{bad:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(out.stdout.is_empty(), "{bad:?}: nothing on stdout");
         assert!(!out.stderr.is_empty(), "{bad:?}: says why");
     }
+    // A rule configuration with a wrong type names the key.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rules.toml");
+    std::fs::write(&cfg, "[alerts.NodesleuthTCPCloseWaitPileUp]\nthreshold = \"lots\"\n").unwrap();
+    let (out, _) = doctor(&["--rules-config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NodesleuthTCPCloseWaitPileUp\"] threshold"), "{out:?}");
     let (out, _) = doctor(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
@@ -259,6 +267,17 @@ fn systemd_sandbox_healthy_then_frozen() {
     // The doctor's own calls move the serial, so a growth is measured and projected (far away).
     assert!(c[0]["evidence"]["projected_days_to_overflow"].as_f64().unwrap() > 365.0, "{:#}", c[0]);
     assert_eq!(findings(&v, "NodesleuthSystemdLeakedProbeSlices")[0]["verdict"], "ok");
+
+    // The same healthy systemd judged by a rule configuration whose cookie warning horizon is ~30,000 years: the
+    // doctor's own measured growth now runs out within it, a warning and exit 1 (the doctor follows the rules a
+    // team deployed, `--rules-config`, not only the shipped defaults).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rules.toml");
+    std::fs::write(&cfg, "[alerts.\"NodesleuthSystemdCookieExhaustion.warning\"]\nhorizon = 1e12\n").unwrap();
+    let rules_arg = format!("--rules-config={}", cfg.display());
+    let (v, code, _) = doctor_json(&[args.as_slice(), &[rules_arg.as_str()]].concat());
+    assert_eq!(findings(&v, "NodesleuthSystemdCookieExhaustion")[0]["verdict"], "warning", "{v:#}");
+    assert_eq!(code, 1, "{v:#}");
 
     // Unit churn over the bus during the window (systemd-run --wait talks to the bus, as runc does): jobs per hour
     // above the rule's 3,000 is the info finding, and the serial's growth is measured with it.

@@ -32,7 +32,7 @@ pub struct Thresholds {
     pub cookie_critical_ratio: f64,
     /// NodesleuthSystemdLeakedProbeSlices `threshold` and `pattern`.
     pub probe_slices: f64,
-    pub probe_pattern: &'static str,
+    pub probe_pattern: std::borrow::Cow<'static, str>,
     /// NodesleuthSystemdUnitChurn `threshold` per `window` (1 h): jobs per hour.
     pub churn_per_hour: f64,
     /// NodesleuthContainerOutputStalled threshold (OUTPUT.md: 120 s). The doctor sees a stall for at most its
@@ -51,10 +51,76 @@ pub const DEFAULTS: Thresholds = Thresholds {
     cookie_critical_horizon: 604_800.0,
     cookie_critical_ratio: 0.95,
     probe_slices: 20.0,
-    probe_pattern: "libcontainer_*_systemd_test_default.slice",
+    probe_pattern: std::borrow::Cow::Borrowed("libcontainer_*_systemd_test_default.slice"),
     churn_per_hour: 3000.0,
     output_stalled_seconds: 120.0,
 };
+
+impl Thresholds {
+    /// The defaults overridden by a rule-library configuration (`--rules-config`, the TOML file given to
+    /// `rules/render.py --config`): the doctor then judges by the same thresholds as the rules a team deployed.
+    /// Only the keys the doctor uses are read (and must have the right type); everything else in the file
+    /// (selectors, `for`, severities, groups) is the renderer's business.
+    pub fn with_rules_config(mut self, text: &str) -> Result<Thresholds, String> {
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_string())?;
+        let Some(alerts) = doc.get("alerts") else {
+            return Ok(self);
+        };
+        let alerts = alerts.as_table().ok_or("`alerts` is not a table")?;
+        let num = |alert: &str, key: &str| -> Result<Option<f64>, String> {
+            let Some(v) = alerts.get(alert).and_then(|a| a.as_table()).and_then(|a| a.get(key)) else {
+                return Ok(None);
+            };
+            match v {
+                toml::Value::Integer(i) => Ok(Some(*i as f64)),
+                toml::Value::Float(f) if f.is_finite() => Ok(Some(*f)),
+                _ => Err(format!("[alerts.\"{alert}\"] {key}: a {}, not a number", v.type_str())),
+            }
+        };
+        let text_value = |alert: &str, key: &str| -> Result<Option<String>, String> {
+            match alerts.get(alert).and_then(|a| a.as_table()).and_then(|a| a.get(key)) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+                Some(v) => Err(format!("[alerts.\"{alert}\"] {key}: a {}, not a string", v.type_str())),
+            }
+        };
+        let set = |field: &mut f64, alert: &str, key: &str| -> Result<(), String> {
+            if let Some(v) = num(alert, key)? {
+                *field = v;
+            }
+            Ok(())
+        };
+        set(&mut self.close_wait, "NodesleuthTCPCloseWaitPileUp", "threshold")?;
+        set(&mut self.client_leak, "NodesleuthTCPCloseWaitClientLeak", "threshold")?;
+        set(&mut self.madv_share, "NodesleuthGoMadvFreeRetention", "share")?;
+        set(&mut self.madv_min_bytes, "NodesleuthGoMadvFreeRetention", "min_bytes")?;
+        set(&mut self.ipvs_idle_quantile, "NodesleuthIPVSIdleNearTimeout", "quantile")?;
+        set(&mut self.ipvs_idle_ratio, "NodesleuthIPVSIdleNearTimeout", "ratio")?;
+        set(&mut self.cookie_warning_horizon, "NodesleuthSystemdCookieExhaustion.warning", "horizon")?;
+        set(&mut self.cookie_critical_horizon, "NodesleuthSystemdCookieExhaustion.critical", "horizon")?;
+        set(&mut self.cookie_critical_ratio, "NodesleuthSystemdCookieExhaustion.critical", "ratio")?;
+        set(&mut self.probe_slices, "NodesleuthSystemdLeakedProbeSlices", "threshold")?;
+        if let Some(p) = text_value("NodesleuthSystemdLeakedProbeSlices", "pattern")? {
+            self.probe_pattern = p.into();
+        }
+        // The churn threshold counts jobs per `window`; the doctor keeps it per hour.
+        let churn = num("NodesleuthSystemdUnitChurn", "threshold")?;
+        let window = match text_value("NodesleuthSystemdUnitChurn", "window")? {
+            Some(w) => crate::cli::parse_positive_duration(&w)
+                .map_err(|e| format!("[alerts.NodesleuthSystemdUnitChurn] window: {e}"))?
+                .as_secs_f64(),
+            None => 3600.0,
+        };
+        if churn.is_some() || window != 3600.0 {
+            self.churn_per_hour = churn.unwrap_or(DEFAULTS.churn_per_hour) * 3600.0 / window;
+        }
+        // One threshold for both severities; a file that sets only one of them sets it for both.
+        for alert in ["NodesleuthContainerOutputStalled.critical", "NodesleuthContainerOutputStalled.warning"] {
+            set(&mut self.output_stalled_seconds, alert, "threshold")?;
+        }
+        Ok(self)
+    }
+}
 
 /// `--namespace` / `--pod`: which pods' findings to keep. Node-wide findings (systemd, the IPVS idle quantile,
 /// collectors) concern every pod and are always kept. Empty lists match everything; values may use `*` and `?`.
@@ -1069,7 +1135,7 @@ fn systemd(input: &Input, out: &mut Out) {
         return;
     }
     // Leaked runc probe slices.
-    match b.get("nodesleuth_systemd_pattern_units", &[("pattern", th.probe_pattern)]) {
+    match b.get("nodesleuth_systemd_pattern_units", &[("pattern", &th.probe_pattern)]) {
         Some(n) if n >= th.probe_slices => {
             let mut f = finding(
                 PROBE_SLICES,

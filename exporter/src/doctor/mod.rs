@@ -46,6 +46,10 @@ pub struct DoctorArgs {
     /// Output format: human (aligned text, colour on a terminal unless NO_COLOR is set) or json.
     #[arg(id = "doctor_output", long = "output", value_name = "FORMAT", short = 'o', default_value = "human", value_parser = ["human", "json"])]
     pub output: String,
+    /// The rule library's configuration (the TOML file given to `rules/render.py --config`): judge by its
+    /// thresholds instead of the shipped defaults, so the doctor agrees with the rules a team deployed.
+    #[arg(id = "doctor_rules_config", long = "rules-config", value_name = "FILE", value_parser = parse_rules_config)]
+    pub rules_config: Option<checks::Thresholds>,
     /// procfs mountpoint (the DaemonSet mounts the host's at /host/proc).
     #[arg(long = "path.procfs", default_value = "/proc", value_parser = crate::cli::existing_dir)]
     pub procfs: PathBuf,
@@ -63,6 +67,11 @@ pub struct DoctorArgs {
     pub disable_defaults: bool,
     #[command(flatten)]
     pub collectors: CollectorArgs,
+}
+
+fn parse_rules_config(path: &str) -> Result<checks::Thresholds, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    checks::DEFAULTS.with_rules_config(&text).map_err(|e| format!("{path}: {e}"))
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -189,7 +198,7 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
         window,
         only: args.only.clone(),
         filter: checks::Filter { namespaces: args.namespace.clone(), pods: args.pod.clone() },
-        thresholds: checks::DEFAULTS,
+        thresholds: args.rules_config.clone().unwrap_or(checks::DEFAULTS),
         built: collectors::ALL.iter().map(|c| c.name.to_string()).collect(),
         disabled: collectors::ALL
             .iter()

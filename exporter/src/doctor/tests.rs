@@ -676,3 +676,51 @@ fn missing_capabilities_are_said_for_the_checks_they_blind() {
     i.capabilities = Some(0x1ff_ffff_ffff);
     assert!(run(&i).1.iter().all(|u| u.kind != "unreadable"));
 }
+
+#[test]
+fn rules_config_sets_what_the_doctor_judges_by() {
+    // The shipped defaults file changes nothing.
+    let shipped = include_str!("../../../rules/dist/defaults.toml");
+    assert_eq!(DEFAULTS.with_rules_config(shipped).unwrap(), DEFAULTS);
+    let t = DEFAULTS
+        .with_rules_config(
+            r#"
+for_cap = "4s"
+[selectors]
+nodesleuth = 'job="ns"'
+[alerts.NodesleuthTCPCloseWaitPileUp]
+threshold = 40
+for = "2m"
+[alerts.NodesleuthSystemdUnitChurn]
+window = "30s"
+[alerts."NodesleuthSystemdCookieExhaustion.warning"]
+horizon = 100000000
+[alerts.NodesleuthSystemdLeakedProbeSlices]
+pattern = "probe-*.slice"
+[alerts."NodesleuthContainerOutputStalled.warning"]
+threshold = 60.5
+"#,
+        )
+        .unwrap();
+    assert_eq!(t.close_wait, 40.0);
+    // 3,000 jobs per 30 s window is 360,000 an hour.
+    assert_eq!(t.churn_per_hour, 360_000.0);
+    assert_eq!(t.cookie_warning_horizon, 1e8);
+    assert_eq!(t.probe_pattern, "probe-*.slice");
+    assert_eq!(t.output_stalled_seconds, 60.5);
+    assert_eq!(t.client_leak, DEFAULTS.client_leak);
+    assert_eq!(t.cookie_critical_horizon, DEFAULTS.cookie_critical_horizon);
+    for (bad, says) in [
+        (
+            "[alerts.NodesleuthTCPCloseWaitPileUp]\nthreshold = \"many\"",
+            "NodesleuthTCPCloseWaitPileUp\"] threshold: a string",
+        ),
+        ("[alerts.NodesleuthSystemdLeakedProbeSlices]\npattern = 3", "pattern"),
+        ("[alerts.NodesleuthSystemdUnitChurn]\nwindow = \"0s\"", "window"),
+        ("alerts = 3", "`alerts` is not a table"),
+        ("[alerts\nthreshold = 1", ""),
+    ] {
+        let e = DEFAULTS.with_rules_config(bad).unwrap_err();
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
+}
