@@ -34,7 +34,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::metrics::Sink;
 use crate::registry::{CollectError, Collector, ScrapeContext};
 
-pub use bus::{BusError, Config};
+pub use bus::{BusError, Config, glob_match};
 use bus::{Client, Reading};
 
 /// The default system bus address of the D-Bus specification.

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 use super::report::{Finding, Unchecked, Verdict};
 use super::snapshot::{Sample, Snapshot};
+// The filters' `*`/`?` globs are the ones of --collector.systemd.unit-patterns.
+use crate::collectors::systemd::glob_match;
 
 /// Thresholds: the defaults of rules/dist/defaults.toml (checked by a test), one field per rule parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,35 +134,13 @@ pub struct Filter {
 
 impl Filter {
     pub fn keeps(&self, s: &Sample) -> bool {
-        let ok = |pats: &[String], v: &str| pats.is_empty() || pats.iter().any(|p| glob(p, v));
+        let ok = |pats: &[String], v: &str| pats.is_empty() || pats.iter().any(|p| glob_match(p, v));
         ok(&self.namespaces, s.label("namespace")) && ok(&self.pods, s.label("pod"))
     }
 
     pub fn is_empty(&self) -> bool {
         self.namespaces.is_empty() && self.pods.is_empty()
     }
-}
-
-/// `*` (any run of characters) and `?` (one character); everything else literal.
-fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star) = (0, 0, None);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Everything the checks read.
