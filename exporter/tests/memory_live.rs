@@ -26,12 +26,7 @@ fn whole_machine() -> std::sync::MutexGuard<'static, ()> {
 
 /// Builds the helper under `name` (its process name) in `dir`.
 fn build_helper(dir: &Path, name: &str) -> PathBuf {
-    let cc = require_tool("cc");
-    let src = util::repo_root().join("exporter/tests/helpers/madvise.c");
-    let out = dir.join(name);
-    let st = Command::new(cc).args(["-O2", "-Wall", "-Werror", "-o"]).arg(&out).arg(&src).status().expect("run cc");
-    assert!(st.success(), "cc {} failed", src.display());
-    out
+    util::build_c_helper(dir, "madvise.c", name)
 }
 
 /// A running helper, killed on drop.
@@ -297,17 +292,7 @@ impl Drop for Stuck {
 }
 
 fn build_stuck(dir: &Path) -> PathBuf {
-    let cc = require_tool("cc");
-    let src = util::repo_root().join("exporter/tests/helpers/stuck.c");
-    let out = dir.join("nsstuck");
-    let st = Command::new(cc)
-        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("run cc");
-    assert!(st.success(), "cc {} failed", src.display());
-    out
+    util::build_c_helper(dir, "stuck.c", "nsstuck")
 }
 
 /// Reads `/proc/<pid>/smaps_rollup` on a thread; returns whether it answered within `limit`, and the thread (it

@@ -55,17 +55,7 @@ fn named_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
 }
 
 fn build_helper(dir: &Path, name: &str) -> PathBuf {
-    let cc = require_tool("cc");
-    let src = util::repo_root().join("exporter/tests/helpers/output.c");
-    let out = dir.join(name);
-    let st = Command::new(cc)
-        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("run cc");
-    assert!(st.success(), "cc {} failed", src.display());
-    out
+    util::build_c_helper(dir, "output.c", name)
 }
 
 /// Reads `r` to its end on a thread of its own (the runtime draining a container's output).

@@ -23,6 +23,21 @@ pub fn require_root() {
 }
 
 /// Fails loudly when a tool the test needs is missing.
+/// Compiles the C test helper `exporter/tests/helpers/<source>` into `dir/<name>` (`name` is its process name).
+pub fn build_c_helper(dir: &Path, source: &str, name: &str) -> PathBuf {
+    let cc = require_tool("cc");
+    let src = repo_root().join("exporter/tests/helpers").join(source);
+    let out = dir.join(name);
+    let st = std::process::Command::new(cc)
+        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(st.success(), "cc {} failed", src.display());
+    out
+}
+
 pub fn require_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
