@@ -13,13 +13,14 @@ def free_port():
     return port
 
 
-def wait_up(port, proc, name, tries=300):
-    """Waits until the exporter answers /metrics; exits with a message if it dies or never answers."""
+def wait_up(port, proc, name, tries=300, path="/metrics"):
+    """Waits until the exporter answers `path` (/healthz when the first scrape is to be timed); exits with a message
+    if it dies or never answers."""
     for _ in range(tries):
         if proc.poll() is not None:
             sys.exit(f"{name} exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60).read()
             return
         except OSError:
             time.sleep(0.1)

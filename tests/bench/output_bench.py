@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (default_exporter, free_port, hwm_kib, only_collectors, parse_samples,  # noqa: E402
-                      print_machine, scrape)
+                      print_machine, scrape, wait_up)
 
 WORKER_C = r"""
 #include <pthread.h>
@@ -57,21 +57,6 @@ int main(int argc, char **argv) {
     }
 }
 """
-
-
-def wait_healthy(port, proc, name):
-    """Waits for /healthz (not /metrics: the first scrape, which identifies every process, is timed)."""
-    import time
-    import urllib.request
-    for _ in range(300):
-        if proc.poll() is not None:
-            sys.exit(f"{name} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{name} did not come up")
 
 
 def main():
@@ -154,7 +139,7 @@ def main():
                                  + only_collectors(exporter, [name]),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(p)
-            wait_healthy(port, p, name)
+            wait_up(port, p, name, path="/healthz")  # the first scrape is timed
             ports[name] = (port, p)
             results[name] = []
         first = {}

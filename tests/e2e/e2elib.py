@@ -332,6 +332,12 @@ def start_prometheus(work, config_text, port=None, log_name="prometheus.log"):
     p = spawn("prometheus", ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={work}/tsdb",
                              f"--web.listen-address=127.0.0.1:{port}"],
               stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    return wait_ready(port, p, "prometheus", log)
+
+
+def wait_ready(port, p, name, log):
+    """Waits (at most 30 s) for a Prometheus-family server's /-/ready on `port`; dies with its log when it exits or
+    never gets ready. Returns the port."""
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -339,7 +345,7 @@ def start_prometheus(work, config_text, port=None, log_name="prometheus.log"):
             return port
         except OSError:
             if time.monotonic() > deadline or p.poll() is not None:
-                die("prometheus not ready: " + open(log).read()[-2000:])
+                die(f"{name} not ready: " + open(log).read()[-2000:])
             time.sleep(0.1)
 
 
@@ -356,15 +362,7 @@ def start_alertmanager(work, config_text):
                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
                                f"--web.external-url=http://127.0.0.1:{port}"],
               stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            http_get(f"http://127.0.0.1:{port}/-/ready", 1)
-            return port
-        except OSError:
-            if time.monotonic() > deadline or p.poll() is not None:
-                die("alertmanager not ready: " + open(log).read()[-2000:])
-            time.sleep(0.1)
+    return wait_ready(port, p, "alertmanager", log)
 
 
 def alerts(prom):
