@@ -55,7 +55,11 @@ fn fixture_args() -> Vec<String> {
         format!("--path.pod-logs={}", root.join("var/log/pods").display()),
         format!("--path.container-logs={}", root.join("var/log/containers").display()),
         "--collector.tcp.source=procfs".into(),
-        format!("--collector.systemd.address=unix:path={}/no/system_bus_socket", root.display()),
+        // Deep on purpose: CI checks out under a longer path than a workstation, and the path is in the report.
+        format!(
+            "--collector.systemd.address=unix:path={}/no/such/run/directory/of/a/deep/checkout/system_bus_socket",
+            root.display()
+        ),
         "--interval=1s".into(),
     ]
 }

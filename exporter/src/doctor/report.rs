@@ -314,7 +314,7 @@ fn command_lines(cmd: &str, width: usize) -> Vec<String> {
         Some(i) => (cmd[..i].to_string(), Some(cmd[i + 2..].to_string())),
         None => (cmd.clone(), None),
     };
-    let mut lines = wrap(&code, width.saturating_sub(2));
+    let mut lines = wrap_words(&code, width.saturating_sub(2));
     let n = lines.len();
     for (i, l) in lines.iter_mut().enumerate() {
         if i + 1 < n {
@@ -326,22 +326,32 @@ fn command_lines(cmd: &str, width: usize) -> Vec<String> {
     }
     if let Some(c) = comment {
         lines.extend(
-            wrap(&c, width.saturating_sub(2)).into_iter().enumerate().map(
-                |(i, l)| {
-                    if i == 0 { l } else { format!("# {l}") }
-                },
-            ),
+            wrap_words(&c, width.saturating_sub(2))
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| if i == 0 { l } else { format!("# {l}") }),
         );
     }
     lines
 }
 
-/// Greedy word wrap at `width` characters (a word longer than the width gets a line of its own).
+/// Greedy word wrap at `width` characters. A word longer than the width (a path under a long checkout, a socket
+/// address) is broken after its last `/` that fits, or at the width, so the promise of 100 columns holds.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(20);
+    let words = text.split_whitespace().flat_map(|w| split_long_word(w, width));
+    fill(words, width)
+}
+
+/// Greedy word wrap that never splits a word: for shell commands, where a split word would change the command.
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    fill(text.split_whitespace().map(str::to_string), width.max(20))
+}
+
+fn fill(words: impl Iterator<Item = String>, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
-    for word in text.split_whitespace() {
+    for word in words {
         let len = line.chars().count();
         if len > 0 && len + 1 + word.chars().count() > width {
             lines.push(std::mem::take(&mut line));
@@ -349,10 +359,22 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
         if !line.is_empty() {
             line.push(' ');
         }
-        line.push_str(word);
+        line.push_str(&word);
     }
     if !line.is_empty() {
         lines.push(line);
     }
     lines
+}
+
+/// Pieces of at most `width` characters; each piece but the last ends at a `/` when one falls in its second half.
+fn split_long_word(word: &str, width: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest: Vec<char> = word.chars().collect();
+    while rest.len() > width {
+        let cut = rest[width / 2..width].iter().rposition(|&c| c == '/').map_or(width, |i| width / 2 + i + 1);
+        pieces.push(rest.drain(..cut).collect());
+    }
+    pieces.push(rest.into_iter().collect());
+    pieces
 }

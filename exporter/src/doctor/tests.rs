@@ -724,3 +724,17 @@ threshold = 60.5
         assert!(e.contains(says), "{bad:?}: {e}");
     }
 }
+
+#[test]
+fn prose_wraps_within_the_width_even_with_a_long_path() {
+    // A socket path under a deep checkout is one "word" longer than the column left for it.
+    let path = "/var/lib/ci/builds/runner-0123456789/project/tests/fixtures/node/no/system_bus_socket";
+    let text = format!("absent: D-Bus socket {path} does not exist: nothing of this kind to diagnose");
+    let lines = super::report::wrap(&text, 56);
+    assert!(lines.iter().all(|l| l.chars().count() <= 56), "{lines:#?}");
+    // Broken after a '/', and nothing lost: the pieces put back together give the path again.
+    assert_eq!(lines[1], "/var/lib/ci/builds/runner-0123456789/project/tests/");
+    assert_eq!(lines.concat().replace(' ', ""), text.replace(' ', ""));
+    // No slash to break at: cut at the width.
+    assert_eq!(super::report::wrap(&"x".repeat(45), 20), ["x".repeat(20), "x".repeat(20), "x".repeat(5)]);
+}
