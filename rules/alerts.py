@@ -642,6 +642,9 @@ or
         "mode": "systemd-hung",
         "severity": "critical",
         "for": "2m",
+        # A hung PID 1 or bus makes the node slow enough that scrapes of the exporter time out; a cut-off scrape
+        # leaves no series, which would resolve the alert (and re-arm its `for`) while the hang goes on.
+        "keep_firing_for": "5m",
         "params": {},
         "meaning": "systemd (PID 1) does not answer on D-Bus while dbus-daemon does: a hung or cookie-exhausted "
         "PID 1; container runtimes hang and the node goes NotReady.",
@@ -665,6 +668,9 @@ max by ({NODE_BY}) (nodesleuth_dbus_up{{<<sel:nodesleuth>>}}) == 1""",
         "mode": "systemd-hung",
         "severity": "critical",
         "for": "5m",
+        # A hung PID 1 or bus makes the node slow enough that scrapes of the exporter time out; a cut-off scrape
+        # leaves no series, which would resolve the alert (and re-arm its `for`) while the hang goes on.
+        "keep_firing_for": "5m",
         "params": {},
         "meaning": "The system D-Bus (dbus-daemon) does not answer on a node that has one: nothing can talk to "
         "systemd.",

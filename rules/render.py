@@ -48,7 +48,14 @@ DEFAULTS = {
         "labels": {"app.kubernetes.io/name": "nodesleuth", "app.kubernetes.io/component": "alert-rules"},
     },
     "alerts": {
-        a["id"]: {"enabled": True, "severity": a["severity"], "for": a["for"], **a["params"]} for a in src.ALERTS
+        a["id"]: {
+            "enabled": True,
+            "severity": a["severity"],
+            "for": a["for"],
+            "keep_firing_for": a.get("keep_firing_for", "0s"),
+            **a["params"],
+        }
+        for a in src.ALERTS
     },
 }
 
@@ -162,13 +169,19 @@ def build(cfg):
             if not ac["enabled"]:
                 continue
             name = a.get("name", a["id"])
-            params = {**gparams, **{k: v for k, v in ac.items() if k not in ("enabled", "severity")}}
+            params = {
+                **gparams,
+                **{k: v for k, v in ac.items() if k not in ("enabled", "severity", "keep_firing_for")},
+            }
             params["for"] = ac["for"]
             seconds(ac["for"])
             rule = {"alert": name, "expr": substitute(a["expr"], cfg, params, name)}
             f = effective_for(cfg, ac["for"])
             if seconds(f) > 0:
                 rule["for"] = f
+            keep = effective_for(cfg, ac["keep_firing_for"])
+            if seconds(keep) > 0:
+                rule["keep_firing_for"] = keep
             rule["labels"] = {"severity": ac["severity"]}
             ann = {}
             for k in ("summary", "description", "summary_zh", "description_zh"):
@@ -198,7 +211,7 @@ def yaml_rules(groups, indent):
         out.append(f"{p}    rules:")
         for r in g["rules"]:
             first = True
-            for k in ("record", "alert", "expr", "for", "labels", "annotations"):
+            for k in ("record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"):
                 if k not in r:
                     continue
                 lead = f"{p}      - " if first else f"{p}        "
@@ -318,7 +331,7 @@ def render_defaults():
         f"node_label = {tv(d['node_label'])}",
         "# Runbook base URL: runbook_url = runbook_base + AlertName + \".md\" (point it at your fork or wiki).",
         f"runbook_base = {tv(d['runbook_base'])}",
-        "# Caps every alert's `for` (e.g. \"5s\" in tests and staging). Empty: no cap.",
+        "# Caps every alert's `for` and `keep_firing_for` (e.g. \"5s\" in tests and staging). Empty: no cap.",
         f"for_cap = {tv(d['for_cap'])}",
         "",
         "# Label matchers (without braces) selecting each source's series; must not be empty.",
@@ -333,7 +346,8 @@ def render_defaults():
     o += [f"namespace = {tv(d['prometheusrule']['namespace'])}"]
     o += ["# labels your Prometheus's ruleSelector matches", "[prometheusrule.labels]"]
     o += [f"{q(k)} = {tv(v)}" for k, v in sorted(d["prometheusrule"]["labels"].items())]
-    o += ["", "# Per alert: enabled, severity (critical|warning|info), for, and its thresholds."]
+    o += ["", "# Per alert: enabled, severity (critical|warning|info), for, keep_firing_for (how long it keeps firing",
+          "# after its expression stops matching: Prometheus >= 2.42), and its thresholds."]
     for aid, ac in d["alerts"].items():
         o += ["", f"[alerts.{q(aid) if '.' in aid else aid}]"] + [f"{k} = {tv(v)}" for k, v in ac.items()]
     return "\n".join(o) + "\n"
