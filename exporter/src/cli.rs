@@ -60,18 +60,8 @@ pub struct ExporterArgs {
     /// Maximum number of parallel scrape requests; 0 disables the limit.
     #[arg(long = "web.max-requests", default_value_t = 40)]
     pub max_requests: usize,
-    /// procfs mountpoint (the DaemonSet mounts the host's at /host/proc).
-    #[arg(long = "path.procfs", default_value = "/proc", value_parser = existing_dir)]
-    pub procfs: PathBuf,
-    /// Root of the host filesystem (for /run/netns names).
-    #[arg(long = "path.rootfs", default_value = "/", value_parser = existing_dir)]
-    pub rootfs: PathBuf,
-    /// kubelet's pod log directory: <namespace>_<pod>_<uid>/ entries name pods.
-    #[arg(long = "path.pod-logs", default_value = "/var/log/pods")]
-    pub pod_logs: PathBuf,
-    /// kubelet's container log links: <pod>_<namespace>_<container>-<id>.log entries name containers.
-    #[arg(long = "path.container-logs", default_value = "/var/log/containers")]
-    pub container_logs: PathBuf,
+    #[command(flatten)]
+    pub paths: crate::registry::HostPaths,
     /// Upper bound on one scrape's collection time; lowered to the scraper's
     /// X-Prometheus-Scrape-Timeout-Seconds minus 0.5 s when that is shorter.
     #[arg(long = "collector.timeout", default_value = "8s", value_parser = parse_positive_duration)]
@@ -226,7 +216,7 @@ mod tests {
     #[test]
     fn node_exporter_spellings_and_collector_toggles() {
         let (cli, enabled) = parse(&["nodesleuth", "--path.procfs", "/sys", "--no-collector.tcp"]);
-        assert_eq!(cli.exporter.procfs, PathBuf::from("/sys"));
+        assert_eq!(cli.exporter.paths.procfs, PathBuf::from("/sys"));
         assert!(!enabled.contains(&"tcp"));
         let (_, enabled) = parse(&["nodesleuth", "--no-collector.tcp", "--collector.tcp"]);
         assert!(enabled.contains(&"tcp"));

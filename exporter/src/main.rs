@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 use nodesleuth::cli::{self, Cli};
 use nodesleuth::collectors::{self, Shared};
-use nodesleuth::registry::{Collector, HostPaths, Registry};
+use nodesleuth::registry::{Collector, Registry};
 use nodesleuth::server::{self, ServerConfig};
 use nodesleuth::webconfig::WebConfig;
 
@@ -74,12 +74,7 @@ async fn run_exporter(args: cli::ExporterArgs, enabled: Vec<&'static str>) -> an
         Some(p) => WebConfig::load(p).with_context(|| "--web.config.file")?,
         None => WebConfig::default(),
     };
-    let host = HostPaths {
-        procfs: args.procfs.clone(),
-        rootfs: args.rootfs.clone(),
-        pod_logs: args.pod_logs.clone(),
-        container_logs: args.container_logs.clone(),
-    };
+    let host = args.paths.clone();
     let shared = Shared::new(&args, &enabled);
     let collectors: Vec<Arc<dyn Collector>> = enabled
         .iter()

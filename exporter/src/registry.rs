@@ -41,12 +41,21 @@ impl CollectError {
     }
 }
 
-/// Where the host's files are. Shared, read-only.
-#[derive(Debug, Clone)]
+/// Where the host's files are. Shared, read-only. Also the `--path.*` flags, flattened into the exporter's and
+/// `nodesleuth doctor`'s arguments, so both spell and check them the same way.
+#[derive(clap::Args, Debug, Clone)]
 pub struct HostPaths {
+    /// procfs mountpoint (the DaemonSet mounts the host's at /host/proc).
+    #[arg(long = "path.procfs", default_value = "/proc", value_parser = crate::cli::existing_dir)]
     pub procfs: PathBuf,
+    /// Root of the host filesystem (for /run/netns names).
+    #[arg(long = "path.rootfs", default_value = "/", value_parser = crate::cli::existing_dir)]
     pub rootfs: PathBuf,
+    /// kubelet's pod log directory: <namespace>_<pod>_<uid>/ entries name pods.
+    #[arg(long = "path.pod-logs", default_value = "/var/log/pods")]
     pub pod_logs: PathBuf,
+    /// kubelet's container log links: <pod>_<namespace>_<container>-<id>.log entries name containers.
+    #[arg(long = "path.container-logs", default_value = "/var/log/containers")]
     pub container_logs: PathBuf,
 }
 

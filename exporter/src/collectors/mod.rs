@@ -53,14 +53,14 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(args: &ExporterArgs, enabled: &[&str]) -> Shared {
-        let pods = Arc::new(PodResolver::new(args.pod_logs.clone(), args.container_logs.clone()));
+        let pods = Arc::new(PodResolver::new(args.paths.pod_logs.clone(), args.paths.container_logs.clone()));
         let scan = ScanConfig {
             source: args.collectors.tcp.source,
             exact_dump: args.collectors.tcp.exact_counts,
             one_walk_max_established: args.collectors.tcp.one_walk_max_established,
             ipvs_clients: enabled.contains(&"ipvs"),
             ebpf_resync_interval: args.collectors.tcp.ebpf_resync_interval,
-            procfs_is_kernel: crate::sockets::is_procfs_mount(&args.procfs),
+            procfs_is_kernel: crate::sockets::is_procfs_mount(&args.paths.procfs),
         };
         let sockets = SocketScanner::new(scan, pods.clone());
         Shared { pods, sockets }

@@ -12,7 +12,6 @@ pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -50,18 +49,8 @@ pub struct DoctorArgs {
     /// thresholds instead of the shipped defaults, so the doctor agrees with the rules a team deployed.
     #[arg(id = "doctor_rules_config", long = "rules-config", value_name = "FILE", value_parser = parse_rules_config)]
     pub rules_config: Option<checks::Thresholds>,
-    /// procfs mountpoint (the DaemonSet mounts the host's at /host/proc).
-    #[arg(long = "path.procfs", default_value = "/proc", value_parser = crate::cli::existing_dir)]
-    pub procfs: PathBuf,
-    /// Root of the host filesystem (for /run/netns names).
-    #[arg(long = "path.rootfs", default_value = "/", value_parser = crate::cli::existing_dir)]
-    pub rootfs: PathBuf,
-    /// kubelet's pod log directory: <namespace>_<pod>_<uid>/ entries name pods.
-    #[arg(long = "path.pod-logs", default_value = "/var/log/pods")]
-    pub pod_logs: PathBuf,
-    /// kubelet's container log links: <pod>_<namespace>_<container>-<id>.log entries name containers.
-    #[arg(long = "path.container-logs", default_value = "/var/log/containers")]
-    pub container_logs: PathBuf,
+    #[command(flatten)]
+    pub paths: HostPaths,
     /// Disable every collector not explicitly enabled with --collector.<name>.
     #[arg(long = "collector.disable-defaults")]
     pub disable_defaults: bool,
@@ -142,10 +131,7 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
         telemetry_path: "/metrics".into(),
         web_config_file: None,
         max_requests: 0,
-        procfs: args.procfs.clone(),
-        rootfs: args.rootfs.clone(),
-        pod_logs: args.pod_logs.clone(),
-        container_logs: args.container_logs.clone(),
+        paths: args.paths.clone(),
         collector_timeout: args.timeout,
         disable_defaults: args.disable_defaults,
         collectors: collector_args,
@@ -157,13 +143,10 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
         .filter_map(|name| collectors::build(name, &args.collectors, &shared))
         .map(|inner| Arc::new(Recorder { inner, sample: sample.clone(), outcomes: Mutex::new(BTreeMap::new()) }))
         .collect();
-    let host = HostPaths {
-        procfs: args.procfs.clone(),
-        rootfs: args.rootfs.clone(),
-        pod_logs: args.pod_logs.clone(),
-        container_logs: args.container_logs.clone(),
-    };
-    let registry = Registry::new(host, recorders.iter().map(|r| r.clone() as Arc<dyn Collector>).collect::<Vec<_>>());
+    let registry = Registry::new(
+        args.paths.clone(),
+        recorders.iter().map(|r| r.clone() as Arc<dyn Collector>).collect::<Vec<_>>(),
+    );
 
     let t1 = Instant::now();
     let first = snapshot::Snapshot::from_families(&registry.scrape(args.timeout).await);
@@ -216,7 +199,7 @@ pub async fn run(args: DoctorArgs, enabled: Vec<&'static str>) -> u8 {
     let report = Report {
         version: report::JSON_VERSION,
         nodesleuth_version: env!("CARGO_PKG_VERSION"),
-        node: node_name(&args.procfs),
+        node: node_name(&args.paths.procfs),
         window_seconds: (window * 1000.0).round() / 1000.0,
         duration_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         verdict: Verdict::Ok,
