@@ -234,7 +234,7 @@ def main():
 
 
 def body(work):
-    # 1. rules: the shipped defaults with every `for` capped at 2 s, nothing else changed
+    # 1. rules: the shipped defaults with every `for` (and `keep_firing_for`) capped at 2 s, nothing else changed
     cfg = os.path.join(work, "live.toml")
     with open(cfg, "w") as f:
         f.write('for_cap = "2s"\n')
@@ -245,8 +245,12 @@ def body(work):
     with open(os.path.join(work, "rules", "nodesleuth.rules.yaml")) as f:
         live = f.read()
     diff = [(a, b) for a, b in zip(shipped.splitlines(), live.splitlines()) if a != b]
-    if len(shipped.splitlines()) != len(live.splitlines()) or any(not (a.strip().startswith("for:") and b.strip() == 'for: "2s"') for a, b in diff):
-        die("the live render differs from the shipped rules in more than `for`")
+    def capped(a, b):
+        key = a.strip().split(":")[0]
+        return key in ("for", "keep_firing_for") and b.strip() == f'{key}: "2s"'
+
+    if len(shipped.splitlines()) != len(live.splitlines()) or not all(capped(a, b) for a, b in diff):
+        die("the live render differs from the shipped rules in more than `for` and `keep_firing_for`")
     ok(f"live rules = shipped rules with {len(diff)} `for` values capped at 2s")
 
     # 2. the conditions
