@@ -64,7 +64,6 @@
 struct ns_counts {
 	__u64 gen;          /* generation: when the entry was created (ns clock) */
 	__s64 count[STATES]; /* sockets per TCP state (index = kernel state number) */
-	__u64 events;       /* state changes seen */
 	__u64 seeded;       /* sockets counted by the iterator because no event had counted them */
 	__u64 corrected;    /* sockets the iterator found in a state other than the one they were counted in */
 	__u64 lost;         /* sockets that could not get their storage: the entry is no longer exact */
@@ -202,7 +201,6 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	c = ns_entry(netns);
 	if (!c)
 		return 0;
-	__sync_fetch_and_add(&c->events, 1);
 	/* Without CREATE first: a socket born after the seeding has no storage, and this returns at once. */
 	m = bpf_sk_storage_get(&sk_marks, sk, 0, 0);
 	if (!m && c->steady == c->gen) {

@@ -37,7 +37,6 @@ pub const STATES: usize = 16;
 pub struct NsCounts {
     pub generation: u64,
     pub count: [i64; STATES],
-    pub events: u64,
     pub seeded: u64,
     pub corrected: u64,
     pub lost: u64,
@@ -52,7 +51,7 @@ impl NsCounts {
     }
 }
 
-const NS_COUNTS_SIZE: usize = 8 + 8 * STATES + 5 * 8;
+const NS_COUNTS_SIZE: usize = 8 + 8 * STATES + 4 * 8;
 
 impl NsCounts {
     fn parse(b: &[u8]) -> Option<NsCounts> {
@@ -67,11 +66,10 @@ impl NsCounts {
         Some(NsCounts {
             generation: u(0),
             count,
-            events: u(1 + STATES),
-            seeded: u(2 + STATES),
-            corrected: u(3 + STATES),
-            lost: u(4 + STATES),
-            steady: u(5 + STATES),
+            seeded: u(1 + STATES),
+            corrected: u(2 + STATES),
+            lost: u(3 + STATES),
+            steady: u(4 + STATES),
         })
     }
 }
@@ -267,5 +265,28 @@ fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
     match level {
         libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{msg}"),
         _ => tracing::trace!(target: "libbpf", "{msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of `struct ns_counts` (tcp_state.bpf.c): gen, count[16], seeded, corrected, lost, steady.
+    #[test]
+    fn ns_counts_layout_and_steadiness() {
+        let words: Vec<u64> = (0..(NS_COUNTS_SIZE / 8) as u64).map(|i| i + 100).collect();
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let c = NsCounts::parse(&bytes).unwrap();
+        assert_eq!(c.generation, 100);
+        assert_eq!(c.count[0], 101);
+        assert_eq!(c.count[STATES - 1], 100 + STATES as i64);
+        assert_eq!((c.seeded, c.corrected, c.lost, c.steady), (117, 118, 119, 120));
+        assert!(!c.is_steady());
+        assert!(NsCounts { generation: 7, steady: 7, ..NsCounts::default() }.is_steady());
+        // A fresh entry (steady 0) and a zeroed one are not steady.
+        assert!(!NsCounts { generation: 7, ..NsCounts::default() }.is_steady());
+        assert!(!NsCounts::default().is_steady());
+        assert_eq!(NsCounts::parse(&bytes[..NS_COUNTS_SIZE - 1]), None);
     }
 }
