@@ -3,8 +3,9 @@
 //! O(namespaces + CLOSE_WAIT sockets), not one walk of the node-wide socket hash per namespace.
 //!
 //! Per namespace and scrape:
-//! - first time seen (or its map entry was re-created): one run of the program's TCP iterator inside it (seeding;
-//!   counted in `nodesleuth_tcp_socket_table_walks_total`); from then on only the map is read;
+//! - first time seen (or its map entry was re-created, or is not steady): a fresh entry, one run of the program's
+//!   TCP iterator inside it, then the entry is declared steady (seeding; counted in
+//!   `nodesleuth_tcp_socket_table_walks_total`); from then on only the map is read;
 //! - states: the map, except TIME_WAIT, from the namespace's `sockstat` `tw` counter (timewait minisockets are
 //!   not full sockets, and die without an event); `fin_wait2` counts full sockets (an orphaned FIN_WAIT2
 //!   connection the kernel turned into a minisocket is in `time_wait`, as in `sockstat`); `syn_recv` counts full
@@ -15,8 +16,11 @@
 //! - IPVS client sockets: the kernel-filtered dump, as with the netlink source, only when IPVS has TCP services.
 //!
 //! A namespace whose entry could not be created (namespace map full) is read by the netlink walk instead.
-//! A background thread re-runs the iterator in one namespace at a time, each once per `--collector.tcp.ebpf-resync-
-//! interval`: it corrects any socket counted in the wrong state or not at all and exports how many it found.
+//! A background thread re-checks one namespace at a time, each once per `--collector.tcp.ebpf-resync-interval`:
+//! it re-runs the iterator, which corrects any socket carrying a mark (counted by the seeding) that is counted in
+//! the wrong state or not at all, and exports how many it found; sockets born after the seeding carry no mark and
+//! are counted by their events alone, so when the program missed events since the namespace's seeding it seeds
+//! the namespace again instead (new entry, new generation: exact again, what was wrong is not known per socket).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -333,7 +337,7 @@ impl EbpfSource {
             // Under the lock, so that a scrape meanwhile neither reads the entry being rebuilt nor seeds it too.
             let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
             let Some(old) = track.ns.get(&key) else { return true };
-            let missed = self.bpf.missed_events() - old.missed;
+            let missed = self.bpf.missed_events().saturating_sub(old.missed);
             let r = self.seed(&[(key, path)]).pop();
             self.walks.fetch_add(1, Ordering::Relaxed);
             self.resyncs.fetch_add(1, Ordering::Relaxed);
