@@ -10,7 +10,7 @@ that exists before the exporter starts (`unshare --net` holding a `sleep`, the l
 pod's namespace would: the exporter's first scrape seeds it, so the connections of the loop are all born after the
 seeding. ROUNDS times each, in an order that rotates every round: without any program (no nodesleuth), with the
 program of `--exporter` (nodesleuth running with `--collector.tcp.source=ebpf`, checked to report `source="ebpf"`
-and the loop's namespace), and, with `--baseline`, with that other build's program. Prints the medians and the
+and the loop's namespace), and with the program of each `--baseline` build. Prints the medians and the
 differences. A benchmark, not a test: nothing is asserted about time. Everything it starts is stopped before it
 exits.
 """
@@ -55,7 +55,8 @@ def with_program(exporter, binary, seconds, holder):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--exporter", default=default_exporter(ROOT))
-    ap.add_argument("--baseline", help="another nodesleuth build whose program is measured too (e.g. main's)")
+    ap.add_argument("--baseline", action="append", default=[],
+                    help="another nodesleuth build whose program is measured too (e.g. main's); repeatable")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3)
     args = ap.parse_args()
@@ -65,11 +66,10 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing (apt-get install gcc util-linux iproute2)")
     print_machine(args.exporter)
-    if args.baseline:
-        print_machine(args.baseline)
     variants = [("not attached", None), ("attached (--exporter)", args.exporter)]
-    if args.baseline:
-        variants.append(("attached (--baseline)", args.baseline))
+    for i, baseline in enumerate(args.baseline):
+        print_machine(baseline)
+        variants.append((f"attached (--baseline {i + 1})", baseline))
     tmp = Path(tempfile.mkdtemp(prefix="connect-bench-"))
     holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep 100000"])
     try:
