@@ -50,6 +50,10 @@ pub struct EbpfStats {
     pub map_memory: u64,
     /// Resync iterator runs of the background thread since start (walks of the socket hash).
     pub walks: u64,
+    /// Of the resyncs, those that seeded their namespace again because the program missed events.
+    pub reseeds: u64,
+    /// State changes the kernel did not run the program for, since load.
+    pub missed_events: u64,
 }
 
 pub struct EbpfSource {
@@ -58,6 +62,7 @@ pub struct EbpfSource {
     resyncs: AtomicU64,
     corrections: AtomicU64,
     walks: AtomicU64,
+    reseeds: AtomicU64,
 }
 
 #[derive(Default)]
@@ -87,6 +92,7 @@ impl EbpfSource {
             resyncs: AtomicU64::new(0),
             corrections: AtomicU64::new(0),
             walks: AtomicU64::new(0),
+            reseeds: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&src);
         std::thread::Builder::new()
@@ -103,6 +109,8 @@ impl EbpfSource {
             overflows: self.bpf.overflows(),
             map_memory: self.bpf.map_memory(),
             walks: self.walks.load(Ordering::Relaxed),
+            reseeds: self.reseeds.load(Ordering::Relaxed),
+            missed_events: self.bpf.missed_events(),
         }
     }
 
@@ -341,7 +349,9 @@ impl EbpfSource {
             let r = self.seed(&[(key, path)]).pop();
             self.walks.fetch_add(1, Ordering::Relaxed);
             self.resyncs.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(netns = key, missed, "tcp: eBPF program missed state changes; namespace seeded again");
+            self.reseeds.fetch_add(1, Ordering::Relaxed);
+            // Routine on a busy node (nodesleuth_tcp_ebpf_reseeds_total counts them): not a warning.
+            tracing::info!(netns = key, missed, "tcp: eBPF program missed state changes; namespace seeded again");
             match r {
                 Some(Ok(Some(t))) => {
                     track.ns.insert(key, t);
