@@ -17,9 +17,11 @@
  * Steady: once an iterator run has walked the whole namespace and found no socket it could not mark (`lost` 0),
  * the exporter sets `steady` = `gen` (program `mark_steady`, run through BPF_PROG_TEST_RUN, which writes that one
  * field, so no user-space write races the atomic counters). From then on every socket of the namespace either
- * carries a mark of this generation (it was counted by the seeding) or carries none because it was born after
- * the seeding ended: it was in TCP_CLOSE (not counted) or is a child still being cloned from its listener, and
- * every state change since has been an event. For such a socket the tracepoint's old state IS the state it is
+ * carries a mark of this generation (it was counted by the seeding, or its first event came before `steady` was
+ * set) or carries none because it was born after that: it was in TCP_CLOSE (not counted) or is a child still
+ * being cloned from its listener, and every state change since has been an event (TCP changes state through
+ * tcp_set_state / inet_sk_state_store / inet_sk_set_state, which all fire the tracepoint, listen() included: the
+ * tests count thousands of such sockets in every state against `ss`). For such a socket the tracepoint's old state IS the state it is
  * counted in, so plain deltas are exact (count[old]--, count[new]++) and it needs no storage: socket storage
  * creation (an allocation per socket, and its free at socket destruction) was most of the program's cost. Births:
  * CLOSE -> SYN_SENT (connect) and CLOSE -> LISTEN (listen) count nothing down; a child is cloned from its
