@@ -106,7 +106,8 @@ impl std::fmt::Debug for TcpBpf {
 
 impl TcpBpf {
     /// Loads and attaches the program. Fails without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), without kernel
-    /// BTF, or on a kernel that lacks one of the features used (BTF tracepoints, TCP iterators, socket storage).
+    /// BTF, or on a kernel that lacks one of the features used (BTF tracepoints, TCP iterators, socket storage in
+    /// tracing programs, syscall programs: 5.14).
     pub fn load() -> Result<TcpBpf, String> {
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
         let open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| format!("opening BPF object: {e}"))?;
