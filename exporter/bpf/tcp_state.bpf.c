@@ -4,16 +4,42 @@
  * Build (exporter/bpf/build.sh; exporter/tests/tcp_ebpf.rs checks the committed object against it):
  *   clang -O2 -g -target bpf -mcpu=v3 -c tcp_state.bpf.c -o tcp_state.bpf.o   (in this directory)
  *
- * Accounting. Every TCP socket that is counted carries, in BPF socket-local storage, the state it is counted in
- * and the generation of the namespace entry it is counted in. So each socket is counted at most once, whoever
- * counts it first: the tracepoint (`on_state`, on every state change) or the seeding/resync iterator (`seed`,
- * run by the exporter once per namespace over that namespace's sockets, and again periodically). Both run with
- * the socket locked (the tracepoint under the lock its caller holds to change the state, the iterator under
- * lock_sock_fast), so for one socket they are serialised and there is no window in which a socket is counted
- * twice or not at all: that is why the seeding is exact although the program runs while the walk happens.
+ * Accounting. A namespace entry is built in two phases.
  *
- * A namespace entry deleted by the exporter (its namespace vanished) and created again gets a new generation:
- * sockets still carrying the old one count as not counted, so the next `seed` run rebuilds that entry exactly.
+ * Seeding (the entry is not "steady"): every TCP socket that is counted carries, in BPF socket-local storage, the
+ * state it is counted in and the generation of the namespace entry it is counted in. So each socket is counted at
+ * most once, whoever counts it first: the tracepoint (`on_state`, on every state change) or the seeding iterator
+ * (`seed`, run by the exporter over that namespace's sockets). Both run with the socket locked (the tracepoint
+ * under the lock its caller holds to change the state, the iterator under lock_sock_fast), so for one socket they
+ * are serialised and there is no window in which a socket is counted twice or not at all: that is why the seeding
+ * is exact although the program runs while the walk happens.
+ *
+ * Steady: once an iterator run has walked the whole namespace and found no socket it could not mark (`lost` 0),
+ * the exporter sets `steady` = `gen` (program `mark_steady`, run through BPF_PROG_TEST_RUN, which writes that one
+ * field, so no user-space write races the atomic counters). From then on every socket of the namespace either
+ * carries a mark of this generation (it was counted by the seeding, or its first event came before `steady` was
+ * set) or carries none because it was born after that: it was in TCP_CLOSE (not counted) or is a child still
+ * being cloned from its listener, and every state change since has been an event (TCP changes state through
+ * tcp_set_state / inet_sk_state_store / inet_sk_set_state, which all fire the tracepoint, listen() included: the
+ * tests count thousands of such sockets in every state against `ss`). For such a socket the tracepoint's old state IS the state it is
+ * counted in, so plain deltas are exact (count[old]--, count[new]++) and it needs no storage: socket storage
+ * creation (an allocation per socket, and its free at socket destruction) was most of the program's cost. Births:
+ * CLOSE -> SYN_SENT (connect) and CLOSE -> LISTEN (listen) count nothing down; a child is cloned from its
+ * listener (inet_csk_clone_lock: state copied, then set to SYN_RECV), so its first event is LISTEN -> SYN_RECV,
+ * which a listener itself never makes: nothing is counted down for it either. Storage is not cloned with the
+ * socket (the map has no BPF_F_CLONE), so a child never inherits its listener's mark. Marked sockets keep the
+ * mark-based logic for their whole life, so the two kinds never mix.
+ *
+ * Lost events. The kernel skips a tracing program that would nest in itself on one CPU (an interrupt's state
+ * change while the program runs): bpf_prog_info.recursion_misses. A missed event of a marked socket is repaired
+ * by its next event (it counts down the state of its mark), except its last one; an unmarked socket's is not. So
+ * the exporter re-seeds every steady namespace (new entry, new generation, iterator, steady again) when that
+ * counter grew since the namespace's seeding, and otherwise its periodic resync runs the iterator in place: a
+ * steady namespace's marked sockets are checked and corrected as before, unmarked ones are left to the events.
+ *
+ * A namespace entry deleted by the exporter (its namespace vanished, or a re-seed) and created again gets a new
+ * generation: sockets still carrying the old one count as not counted, so the next `seed` run rebuilds that entry
+ * exactly. The new entry is not steady, so no socket is counted by deltas in it before it is seeded again.
  *
  * TIME_WAIT and SYN_RECV request sockets are not full sockets (no state events, no storage) and are not counted
  * here: the exporter takes TIME_WAIT from the namespace's counter.
@@ -31,6 +57,8 @@
 #define IPPROTO_TCP 6
 #define TCP_CLOSE_WAIT 8
 #define TCP_CLOSE 7
+#define TCP_SYN_RECV 3
+#define TCP_LISTEN 10
 #define STATES 16
 #define NOT_COUNTED 0xff
 
@@ -38,10 +66,10 @@
 struct ns_counts {
 	__u64 gen;          /* generation: when the entry was created (ns clock) */
 	__s64 count[STATES]; /* sockets per TCP state (index = kernel state number) */
-	__u64 events;       /* state changes seen */
 	__u64 seeded;       /* sockets counted by the iterator because no event had counted them */
 	__u64 corrected;    /* sockets the iterator found in a state other than the one they were counted in */
 	__u64 lost;         /* sockets that could not get their storage: the entry is no longer exact */
+	__u64 steady;       /* == gen once seeded: sockets born since are counted by deltas, unmarked */
 };
 
 struct sk_mark {
@@ -132,8 +160,12 @@ static __always_inline struct ns_counts *ns_entry(__u32 netns)
 
 static __always_inline void add(struct ns_counts *c, __u32 state, __s64 n)
 {
-	if (state < STATES)
-		__sync_fetch_and_add(&c->count[state], n);
+	if (state >= STATES)
+		return;
+	/* The mask changes nothing after the check, but gives the verifier its bound where clang checked a copy of
+	 * the register (the empty asm keeps clang from dropping the mask as redundant). */
+	asm volatile("" : "+r"(state));
+	__sync_fetch_and_add(&c->count[state & (STATES - 1)], n);
 }
 
 static __always_inline void close_wait_enter(struct sock *sk, __u32 netns)
@@ -171,22 +203,32 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	c = ns_entry(netns);
 	if (!c)
 		return 0;
-	__sync_fetch_and_add(&c->events, 1);
-	m = bpf_sk_storage_get(&sk_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!m) {
-		__sync_fetch_and_add(&c->lost, 1);
-		count_full(2);
-		return 0;
-	}
-	if (m->gen == c->gen && m->counted != NOT_COUNTED)
-		add(c, m->counted, -1);
-	if (newstate == TCP_CLOSE || newstate < 0 || newstate >= STATES) {
-		m->counted = NOT_COUNTED;
+	/* Without CREATE first: a socket born after the seeding has no storage, and this returns at once. */
+	m = bpf_sk_storage_get(&sk_marks, sk, 0, 0);
+	if (!m && c->steady == c->gen) {
+		/* Born after the seeding: counted in exactly its old state, unless that was its birth. */
+		if (oldstate != TCP_CLOSE && !(oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV))
+			add(c, oldstate, -1);
+		if (newstate != TCP_CLOSE)
+			add(c, newstate, 1);
 	} else {
-		add(c, newstate, 1);
-		m->counted = newstate;
+		if (!m)
+			m = bpf_sk_storage_get(&sk_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!m) {
+			__sync_fetch_and_add(&c->lost, 1);
+			count_full(2);
+			return 0;
+		}
+		if (m->gen == c->gen && m->counted != NOT_COUNTED)
+			add(c, m->counted, -1);
+		if (newstate == TCP_CLOSE || newstate < 0 || newstate >= STATES) {
+			m->counted = NOT_COUNTED;
+		} else {
+			add(c, newstate, 1);
+			m->counted = newstate;
+		}
+		m->gen = c->gen;
 	}
-	m->gen = c->gen;
 	if (newstate == TCP_CLOSE_WAIT)
 		close_wait_enter(sk, netns);
 	else if (oldstate == TCP_CLOSE_WAIT)
@@ -218,11 +260,19 @@ int seed(struct bpf_iter__tcp *ctx)
 	c = ns_entry(netns);
 	if (!c)
 		return 0;
-	m = bpf_sk_storage_get(&sk_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!m) {
-		__sync_fetch_and_add(&c->lost, 1);
-		count_full(2);
-		return 0;
+	if (c->steady == c->gen) {
+		/* Resync of a steady namespace: an unmarked socket was born after the seeding and is counted by the
+		 * events; a marked one is checked below. */
+		m = bpf_sk_storage_get(&sk_marks, sk, 0, 0);
+		if (!m)
+			goto close_wait;
+	} else {
+		m = bpf_sk_storage_get(&sk_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!m) {
+			__sync_fetch_and_add(&c->lost, 1);
+			count_full(2);
+			return 0;
+		}
 	}
 	if (m->gen != c->gen) {
 		/* Not counted in this entry yet: it predates the program (or the entry). */
@@ -237,8 +287,30 @@ int seed(struct bpf_iter__tcp *ctx)
 	}
 	m->gen = c->gen;
 	m->counted = state;
+close_wait:
 	if (state == TCP_CLOSE_WAIT)
 		close_wait_enter(sk, netns);
+	return 0;
+}
+
+/* Run by the exporter (BPF_PROG_TEST_RUN) when an iterator run has seeded namespace `netns` under generation
+ * `gen`: from now on sockets born there are counted without storage. Refused (1) when the entry is no longer that
+ * generation or lost a socket (then it is seeded again). */
+struct steady_args {
+	__u32 netns;
+	__u32 pad;
+	__u64 gen;
+};
+
+SEC("syscall")
+int mark_steady(struct steady_args *a)
+{
+	__u32 netns = a->netns;
+	struct ns_counts *c = bpf_map_lookup_elem(&ns_counts, &netns);
+
+	if (!c || c->gen != a->gen || c->lost)
+		return 1;
+	c->steady = c->gen;
 	return 0;
 }
 

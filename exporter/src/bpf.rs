@@ -8,7 +8,8 @@
 //! - two overflow counters: namespace or CLOSE_WAIT entries it could not create because the map was full.
 //!
 //! Sockets that predate the program are counted by the program's TCP iterator, run inside one namespace at a time
-//! ([`TcpBpf::run_in`]): once when the exporter first sees the namespace (seeding), then periodically (resync).
+//! ([`TcpBpf::run_in`]): once when the exporter first sees the namespace (seeding: [`TcpBpf::reset_namespace`],
+//! the iterator, then [`TcpBpf::mark_steady`]), then periodically (resync).
 //!
 //! Loader: libbpf (through `libbpf-rs`, which builds the libbpf C sources it vendors with the C compiler cargo
 //! already needs): it performs the CO-RE relocations against the running kernel's BTF and knows every program and
@@ -36,10 +37,18 @@ pub const STATES: usize = 16;
 pub struct NsCounts {
     pub generation: u64,
     pub count: [i64; STATES],
-    pub events: u64,
     pub seeded: u64,
     pub corrected: u64,
     pub lost: u64,
+    /// Equal to `generation` once the namespace is seeded: sockets born since are counted without storage.
+    pub steady: u64,
+}
+
+impl NsCounts {
+    /// Seeded, and counting sockets born since by their events alone.
+    pub fn is_steady(&self) -> bool {
+        self.steady == self.generation && self.generation != 0
+    }
 }
 
 const NS_COUNTS_SIZE: usize = 8 + 8 * STATES + 4 * 8;
@@ -57,10 +66,10 @@ impl NsCounts {
         Some(NsCounts {
             generation: u(0),
             count,
-            events: u(1 + STATES),
-            seeded: u(2 + STATES),
-            corrected: u(3 + STATES),
-            lost: u(4 + STATES),
+            seeded: u(1 + STATES),
+            corrected: u(2 + STATES),
+            lost: u(3 + STATES),
+            steady: u(4 + STATES),
         })
     }
 }
@@ -97,7 +106,8 @@ impl std::fmt::Debug for TcpBpf {
 
 impl TcpBpf {
     /// Loads and attaches the program. Fails without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), without kernel
-    /// BTF, or on a kernel that lacks one of the features used (BTF tracepoints, TCP iterators, socket storage).
+    /// BTF, or on a kernel that lacks one of the features used (BTF tracepoints, TCP iterators, socket storage in
+    /// tracing programs, syscall programs: 5.14).
     pub fn load() -> Result<TcpBpf, String> {
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_log)));
         let open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| format!("opening BPF object: {e}"))?;
@@ -160,18 +170,53 @@ impl TcpBpf {
             .collect()
     }
 
-    /// Creates the namespace's entry if it has none (a namespace without sockets gets none from the program), with
-    /// a generation from the clock the program uses (CLOCK_MONOTONIC), so it differs from any earlier entry's.
-    pub fn ensure_namespace(&self, netns: u32) {
-        let Some(map) = self.map("ns_counts") else { return };
+    /// Gives the namespace a fresh entry (all counts 0, not steady), replacing any it has, with a generation from
+    /// the clock the program uses (CLOCK_MONOTONIC), so it differs from any earlier entry's: every socket counts as
+    /// not counted in it until an event or the iterator counts it. Returns the generation.
+    pub fn reset_namespace(&self, netns: u32) -> Option<u64> {
+        let map = self.map("ns_counts")?;
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime with a valid out-pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         let generation = (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64) | 1;
         let mut value = vec![0u8; NS_COUNTS_SIZE];
         value[..8].copy_from_slice(&generation.to_ne_bytes());
-        // EEXIST: the program created it meanwhile, which is as good.
-        let _ = map.update(&netns.to_ne_bytes(), &value, MapFlags::NO_EXIST);
+        map.update(&netns.to_ne_bytes(), &value, MapFlags::ANY).ok()?;
+        Some(generation)
+    }
+
+    /// Declares the namespace seeded under `generation` (an iterator run walked it completely since
+    /// [`TcpBpf::reset_namespace`] returned that generation): sockets born there from now on are counted by their
+    /// events alone, without socket storage. False when the program refused (the entry changed generation or lost
+    /// a socket meanwhile): the namespace must be seeded again.
+    pub fn mark_steady(&self, netns: u32, generation: u64) -> bool {
+        let Some(prog) = self.obj.progs().find(|p| p.name() == "mark_steady") else { return false };
+        // struct steady_args in the C file.
+        let mut args = [0u8; 16];
+        args[..4].copy_from_slice(&netns.to_ne_bytes());
+        args[8..].copy_from_slice(&generation.to_ne_bytes());
+        // SAFETY: zeroed options are valid (all inputs absent); only the context is set, to a live buffer of the
+        // size given.
+        let mut opts: libbpf_rs::libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of_val(&opts) as _;
+        opts.ctx_in = args.as_ptr().cast();
+        opts.ctx_size_in = args.len() as _;
+        // SAFETY: BPF_PROG_TEST_RUN on a live program fd with the options above.
+        let r = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_fd().as_raw_fd(), &mut opts) };
+        r == 0 && opts.retval == 0
+    }
+
+    /// State changes the kernel did not run the program for since load (`recursion_misses`: the tracepoint fired
+    /// while the program was already running on that CPU, e.g. from an interrupt).
+    pub fn missed_events(&self) -> u64 {
+        let Some(prog) = self.obj.progs().find(|p| p.name() == "on_state") else { return 0 };
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: BPF_OBJ_GET_INFO_BY_FD on a live program fd, into a zeroed bpf_prog_info of the size passed (no
+        // array pointers set, so the kernel writes nothing else).
+        let r =
+            unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) };
+        if r == 0 { info.recursion_misses } else { 0 }
     }
 
     /// Forgets a namespace (it vanished, or its entry stopped being exact). If it is still alive, the program
@@ -221,5 +266,28 @@ fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
     match level {
         libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{msg}"),
         _ => tracing::trace!(target: "libbpf", "{msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of `struct ns_counts` (tcp_state.bpf.c): gen, count[16], seeded, corrected, lost, steady.
+    #[test]
+    fn ns_counts_layout_and_steadiness() {
+        let words: Vec<u64> = (0..(NS_COUNTS_SIZE / 8) as u64).map(|i| i + 100).collect();
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let c = NsCounts::parse(&bytes).unwrap();
+        assert_eq!(c.generation, 100);
+        assert_eq!(c.count[0], 101);
+        assert_eq!(c.count[STATES - 1], 100 + STATES as i64);
+        assert_eq!((c.seeded, c.corrected, c.lost, c.steady), (117, 118, 119, 120));
+        assert!(!c.is_steady());
+        assert!(NsCounts { generation: 7, steady: 7, ..NsCounts::default() }.is_steady());
+        // A fresh entry (steady 0) and a zeroed one are not steady.
+        assert!(!NsCounts { generation: 7, ..NsCounts::default() }.is_steady());
+        assert!(!NsCounts::default().is_steady());
+        assert_eq!(NsCounts::parse(&bytes[..NS_COUNTS_SIZE - 1]), None);
     }
 }

@@ -3,8 +3,9 @@
 //! O(namespaces + CLOSE_WAIT sockets), not one walk of the node-wide socket hash per namespace.
 //!
 //! Per namespace and scrape:
-//! - first time seen (or its map entry was re-created): one run of the program's TCP iterator inside it (seeding;
-//!   counted in `nodesleuth_tcp_socket_table_walks_total`); from then on only the map is read;
+//! - first time seen (or its map entry was re-created, or is not steady): a fresh entry, one run of the program's
+//!   TCP iterator inside it, then the entry is declared steady (seeding; counted in
+//!   `nodesleuth_tcp_socket_table_walks_total`); from then on only the map is read;
 //! - states: the map, except TIME_WAIT, from the namespace's `sockstat` `tw` counter (timewait minisockets are
 //!   not full sockets, and die without an event); `fin_wait2` counts full sockets (an orphaned FIN_WAIT2
 //!   connection the kernel turned into a minisocket is in `time_wait`, as in `sockstat`); `syn_recv` counts full
@@ -15,8 +16,11 @@
 //! - IPVS client sockets: the kernel-filtered dump, as with the netlink source, only when IPVS has TCP services.
 //!
 //! A namespace whose entry could not be created (namespace map full) is read by the netlink walk instead.
-//! A background thread re-runs the iterator in one namespace at a time, each once per `--collector.tcp.ebpf-resync-
-//! interval`: it corrects any socket counted in the wrong state or not at all and exports how many it found.
+//! A background thread re-checks one namespace at a time, each once per `--collector.tcp.ebpf-resync-interval`:
+//! it re-runs the iterator, which corrects any socket carrying a mark (counted by the seeding) that is counted in
+//! the wrong state or not at all, and exports how many it found; sockets born after the seeding carry no mark and
+//! are counted by their events alone, so when the program missed events since the namespace's seeding it seeds
+//! the namespace again instead (new entry, new generation: exact again, what was wrong is not known per socket).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -46,6 +50,10 @@ pub struct EbpfStats {
     pub map_memory: u64,
     /// Resync iterator runs of the background thread since start (walks of the socket hash).
     pub walks: u64,
+    /// Of the resyncs, those that seeded their namespace again because the program missed events.
+    pub reseeds: u64,
+    /// State changes the kernel did not run the program for, since load.
+    pub missed_events: u64,
 }
 
 pub struct EbpfSource {
@@ -54,6 +62,7 @@ pub struct EbpfSource {
     resyncs: AtomicU64,
     corrections: AtomicU64,
     walks: AtomicU64,
+    reseeds: AtomicU64,
 }
 
 #[derive(Default)]
@@ -69,6 +78,8 @@ struct NsTrack {
     path: PathBuf,
     /// The CLOSE_WAIT set holds every CLOSE_WAIT socket of the namespace (no overflow since its last iterator run).
     close_wait_complete: bool,
+    /// The program's missed events (node-wide) when the namespace was seeded: more since, and it is seeded again.
+    missed: u64,
 }
 
 impl EbpfSource {
@@ -81,6 +92,7 @@ impl EbpfSource {
             resyncs: AtomicU64::new(0),
             corrections: AtomicU64::new(0),
             walks: AtomicU64::new(0),
+            reseeds: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&src);
         std::thread::Builder::new()
@@ -97,6 +109,8 @@ impl EbpfSource {
             overflows: self.bpf.overflows(),
             map_memory: self.bpf.map_memory(),
             walks: self.walks.load(Ordering::Relaxed),
+            reseeds: self.reseeds.load(Ordering::Relaxed),
+            missed_events: self.bpf.missed_events(),
         }
     }
 
@@ -121,56 +135,35 @@ impl EbpfSource {
         }
         track.ns.retain(|k, _| present.contains(k));
 
-        // Seed the namespaces seen for the first time, or whose entry was re-created or lost sockets.
+        // Seed the namespaces seen for the first time, or whose entry was re-created, lost sockets or is not steady.
         let need: Vec<usize> = (0..out.namespaces.len())
             .filter(|&i| {
                 let key = inodes[i] as u32;
                 match (track.ns.get(&key), entries.get(&key)) {
-                    (Some(t), Some(e)) => e.generation != t.generation || e.lost != t.lost,
+                    (Some(t), Some(e)) => e.generation != t.generation || e.lost != t.lost || !e.is_steady(),
                     _ => true,
                 }
             })
             .collect();
         if !need.is_empty() {
-            let paths: Vec<PathBuf> =
-                need.iter().map(|&i| ctx.proc.pid_path(out.namespaces[i].pids[0], "ns/net")).collect();
-            for &i in &need {
-                self.bpf.ensure_namespace(inodes[i] as u32);
-            }
-            let before = self.bpf.overflows();
-            let results = self.bpf.run_in(&paths);
+            let items: Vec<(u32, PathBuf)> = need
+                .iter()
+                .map(|&i| (inodes[i] as u32, ctx.proc.pid_path(out.namespaces[i].pids[0], "ns/net")))
+                .collect();
+            let results = self.seed(&items);
             walks += need.len() as u64;
-            let complete = self.bpf.overflows().close_wait == before.close_wait;
-            for ((&i, path), r) in need.iter().zip(paths).zip(results) {
-                let key = inodes[i] as u32;
+            for ((&i, (key, _)), r) in need.iter().zip(&items).zip(results) {
                 match r {
-                    Ok(()) => match self.bpf.namespace(key) {
-                        // Sockets the seeding could not mark (storage allocation failed) are not counted: the
-                        // namespace is walked until a later seeding succeeds.
-                        Some(e)
-                            if e.lost
-                                > entries.get(&key).filter(|o| o.generation == e.generation).map_or(0, |o| o.lost) =>
-                        {
-                            track.ns.remove(&key);
-                        }
-                        Some(e) => {
-                            track.ns.insert(
-                                key,
-                                NsTrack {
-                                    generation: e.generation,
-                                    lost: e.lost,
-                                    last_sync: Instant::now(),
-                                    path,
-                                    close_wait_complete: complete,
-                                },
-                            );
-                        }
-                        None => {
-                            track.ns.remove(&key);
-                        }
-                    },
+                    Ok(Some(t)) => {
+                        track.ns.insert(*key, t);
+                    }
+                    // Sockets the seeding could not mark (storage allocation failed) are not counted: the
+                    // namespace is walked until a later seeding succeeds.
+                    Ok(None) => {
+                        track.ns.remove(key);
+                    }
                     Err(e) => {
-                        track.ns.remove(&key);
+                        track.ns.remove(key);
                         // NotFound: a namespace whose processes all exited meanwhile is simply gone. Auto: one that
                         // cannot be entered is walked below, as the netlink source does.
                         if e.kind() != std::io::ErrorKind::NotFound
@@ -309,13 +302,68 @@ impl EbpfSource {
         track.overflows = now;
     }
 
-    /// Re-runs the iterator in the namespace synced longest ago; returns false when there is none.
+    /// Seeds each namespace (key, `/proc/<pid>/ns/net`): a fresh entry, one iterator run inside it, then steady.
+    /// `Ok(None)`: the entry could not be created or seeded exactly (namespace map full, a socket lost).
+    fn seed(&self, items: &[(u32, PathBuf)]) -> Vec<std::io::Result<Option<NsTrack>>> {
+        // Read before the entries are reset: a miss from here on re-seeds the namespace at its next resync.
+        let missed = self.bpf.missed_events();
+        let generations: Vec<Option<u64>> = items.iter().map(|(key, _)| self.bpf.reset_namespace(*key)).collect();
+        let before = self.bpf.overflows();
+        let paths: Vec<PathBuf> = items.iter().map(|(_, p)| p.clone()).collect();
+        let results = self.bpf.run_in(&paths);
+        let complete = self.bpf.overflows().close_wait == before.close_wait;
+        items
+            .iter()
+            .zip(generations)
+            .zip(results)
+            .map(|(((key, path), generation), r)| {
+                r?;
+                let Some(generation) = generation.filter(|&g| self.bpf.mark_steady(*key, g)) else { return Ok(None) };
+                Ok(Some(NsTrack {
+                    generation,
+                    lost: 0,
+                    last_sync: Instant::now(),
+                    path: path.clone(),
+                    close_wait_complete: complete,
+                    missed,
+                }))
+            })
+            .collect()
+    }
+
+    /// Re-checks the namespace synced longest ago; returns false when there is none. If the program missed events
+    /// since the namespace was seeded, it is seeded again (sockets born since its seeding are counted by their
+    /// events alone, so a missed one cannot be found socket by socket); otherwise the iterator runs in place and
+    /// corrects any marked socket counted in the wrong state or not at all.
     fn resync_one(&self) -> bool {
-        let (key, path) = {
+        let (key, path, reseed) = {
             let track = self.track.lock().unwrap_or_else(|p| p.into_inner());
             let Some((key, t)) = track.ns.iter().min_by_key(|(_, t)| t.last_sync) else { return false };
-            (*key, t.path.clone())
+            (*key, t.path.clone(), self.bpf.missed_events() != t.missed)
         };
+        if reseed {
+            // Under the lock, so that a scrape meanwhile neither reads the entry being rebuilt nor seeds it too.
+            let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(old) = track.ns.get(&key) else { return true };
+            let missed = self.bpf.missed_events().saturating_sub(old.missed);
+            let r = self.seed(&[(key, path)]).pop();
+            self.walks.fetch_add(1, Ordering::Relaxed);
+            self.resyncs.fetch_add(1, Ordering::Relaxed);
+            self.reseeds.fetch_add(1, Ordering::Relaxed);
+            // Routine on a busy node (nodesleuth_tcp_ebpf_reseeds_total counts them): not a warning.
+            tracing::info!(netns = key, missed, "tcp: eBPF program missed state changes; namespace seeded again");
+            match r {
+                Some(Ok(Some(t))) => {
+                    track.ns.insert(key, t);
+                }
+                // Walked, and seeded again, by the next scrape.
+                _ => {
+                    track.ns.remove(&key);
+                }
+            }
+            self.note_overflows(&mut track);
+            return true;
+        }
         let before = self.bpf.namespace(key);
         let overflows = self.bpf.overflows();
         let r = self.bpf.run_in(std::slice::from_ref(&path)).pop();
@@ -330,6 +378,7 @@ impl EbpfSource {
         if let (Some(b), Some(a)) = (before, after)
             && a.generation == b.generation
             && a.generation == t.generation
+            && a.is_steady()
         {
             self.resyncs.fetch_add(1, Ordering::Relaxed);
             let found = (a.seeded - b.seeded) + (a.corrected - b.corrected);

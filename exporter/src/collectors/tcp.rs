@@ -191,6 +191,8 @@ impl Collector for TcpCollector {
         sink.counter("nodesleuth_tcp_socket_table_walks_total", HELP_WALKS, &[], self.scanner.walks_total() as f64);
         if let Some(ebpf) = self.scanner.ebpf_stats() {
             sink.counter("nodesleuth_tcp_ebpf_resyncs_total", HELP_RESYNCS, &[], ebpf.resyncs as f64);
+            sink.counter("nodesleuth_tcp_ebpf_reseeds_total", HELP_RESEEDS, &[], ebpf.reseeds as f64);
+            sink.counter("nodesleuth_tcp_ebpf_missed_events_total", HELP_MISSED, &[], ebpf.missed_events as f64);
             sink.counter(
                 "nodesleuth_tcp_ebpf_resync_corrections_total",
                 HELP_CORRECTIONS,
@@ -224,6 +226,10 @@ const HELP_QUEUE_LIMIT: &str =
     "Accept-queue limit (listen backlog) of the listeners on a local port; netlink source only.";
 const HELP_NAMESPACES: &str = "Network namespaces whose sockets were read this scrape, per data path.";
 const HELP_RESYNCS: &str = "eBPF source: periodic re-checks of one namespace's counts against its sockets since start.";
+const HELP_RESEEDS: &str =
+    "eBPF source: of those re-checks, the ones that seeded their namespace again because the program missed events.";
+const HELP_MISSED: &str =
+    "eBPF source: TCP state changes the kernel skipped the program for (recursion_misses), since it was loaded.";
 const HELP_CORRECTIONS: &str =
     "eBPF source: sockets the periodic re-check found counted in the wrong state or not at all (drift), since start.";
 const HELP_MAP_FULL: &str =
