@@ -4,7 +4,7 @@
  * struct carries preserve_access_index, so clang records each member access as a CO-RE relocation (type and
  * member *name*), and the loader (libbpf) rewrites the offset from the running kernel's BTF
  * (/sys/kernel/btf/vmlinux). Members the kernel keeps inside anonymous structs or unions (skc_num) are found by
- * name there too. */
+ * name there too (skc_daddr, skc_dport). */
 #ifndef NODESLEUTH_KERNEL_TYPES_H
 #define NODESLEUTH_KERNEL_TYPES_H
 
@@ -33,11 +33,20 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+struct in6_addr {
+	__u8 bytes[16]; /* only its address is taken (copied with bpf_probe_read_kernel): no member relocation */
+};
+
 struct sock_common {
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	__u16 skc_num;
 	possible_net_t skc_net;
+	__be32 skc_daddr;     /* IPv4 remote address (network order) */
+	__be32 skc_rcv_saddr; /* IPv4 local address */
+	__be16 skc_dport;     /* remote port (network order) */
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
 };
 
 struct inode {

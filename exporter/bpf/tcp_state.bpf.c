@@ -47,6 +47,7 @@
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 
 #define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
@@ -190,6 +191,110 @@ static __always_inline void close_wait_leave(struct sock *sk)
 	bpf_map_delete_elem(&close_waits, &key);
 }
 
+/* IPVS client sockets: ESTABLISHED sockets whose remote address and port is an IPVS TCP virtual service, so that a
+ * scrape reads them here instead of dumping every namespace's established sockets (exporter/src/bpf_source.rs).
+ *
+ * `vips` is written by the exporter only: it keeps it equal to the IPVS TCP virtual services before it seeds or
+ * reads. `ipvs_clients` (key: the socket's kernel address, never exported) gets a socket when it enters ESTABLISHED
+ * towards a VIP (on_state) or is found ESTABLISHED towards one by the iterator (seed: idempotent, so connections
+ * older than the program, or than the VIP's entry in `vips`, are picked up by the namespace's next iterator run;
+ * until then the exporter dumps that namespace instead), and loses it when it leaves ESTABLISHED. Cost per
+ * connection: one lock-free lookup in `vips` when it becomes ESTABLISHED and one in `ipvs_clients` when it leaves;
+ * an insert and a delete only for clients of a VIP. A socket is ESTABLISHED only once, so there is nothing else.
+ * Addresses: 16 bytes, IPv4 as v4-mapped IPv6 (as a dual-stack socket to an IPv4 peer holds it); ports in host
+ * order. Keep the layouts in sync with exporter/src/bpf.rs. */
+#define TCP_ESTABLISHED 1
+#define AF_INET6 10
+#define VIPS_MAX 65536
+#define IPVS_CLIENTS_MAX 131072
+
+struct vip_key {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+};
+
+struct ipvs_client {
+	__u32 netns;
+	__u16 lport;
+	__u16 rport;
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, VIPS_MAX);
+	__type(key, struct vip_key);
+	__type(value, __u8);
+} vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, IPVS_CLIENTS_MAX);
+	__type(key, __u64);
+	__type(value, struct ipvs_client);
+} ipvs_clients SEC(".maps");
+
+/* Entries `ipvs_clients` could not take because it was full (the exporter dumps until the next iterator run). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ipvs_full SEC(".maps");
+
+static __always_inline void ipvs_addr(struct sock *sk, int remote, __u8 *out)
+{
+	struct sock_common *skc = &sk->__sk_common;
+	__u32 a;
+
+	if (skc->skc_family == AF_INET6) {
+		if (remote)
+			bpf_probe_read_kernel(out, 16, &skc->skc_v6_daddr);
+		else
+			bpf_probe_read_kernel(out, 16, &skc->skc_v6_rcv_saddr);
+		return;
+	}
+	a = remote ? skc->skc_daddr : skc->skc_rcv_saddr;
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &a, 4);
+}
+
+/* A state change of a TCP socket (the iterator passes oldstate -1 and the socket's current state). */
+static __always_inline void ipvs_track(struct sock *sk, __u32 netns, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk;
+
+	if (newstate == TCP_ESTABLISHED) {
+		struct vip_key v = {};
+		struct ipvs_client cl = {};
+		__u32 zero = 0;
+		__u64 *full;
+
+		ipvs_addr(sk, 1, v.addr);
+		v.port = bpf_ntohs(sk->__sk_common.skc_dport);
+		if (!bpf_map_lookup_elem(&vips, &v))
+			return;
+		cl.netns = netns;
+		cl.lport = sk->__sk_common.skc_num;
+		cl.rport = v.port;
+		__builtin_memcpy(cl.raddr, v.addr, 16);
+		ipvs_addr(sk, 0, cl.laddr);
+		if (bpf_map_update_elem(&ipvs_clients, &key, &cl, 0)) {
+			full = bpf_map_lookup_elem(&ipvs_full, &zero);
+			if (full)
+				__sync_fetch_and_add(full, 1);
+		}
+	} else if (oldstate == TCP_ESTABLISHED && bpf_map_lookup_elem(&ipvs_clients, &key)) {
+		bpf_map_delete_elem(&ipvs_clients, &key);
+	}
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -229,6 +334,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		}
 		m->gen = c->gen;
 	}
+	ipvs_track(sk, netns, oldstate, newstate);
 	if (newstate == TCP_CLOSE_WAIT)
 		close_wait_enter(sk, netns);
 	else if (oldstate == TCP_CLOSE_WAIT)
@@ -288,6 +394,7 @@ int seed(struct bpf_iter__tcp *ctx)
 	m->gen = c->gen;
 	m->counted = state;
 close_wait:
+	ipvs_track(sk, netns, -1, state);
 	if (state == TCP_CLOSE_WAIT)
 		close_wait_enter(sk, netns);
 	return 0;

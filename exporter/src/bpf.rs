@@ -5,7 +5,9 @@
 //! What the program keeps (see the C file for why it is exact):
 //! - per network namespace (by namespace inode): sockets per TCP state, with a generation number;
 //! - the set of CLOSE_WAIT sockets: namespace, local port, socket inode;
-//! - two overflow counters: namespace or CLOSE_WAIT entries it could not create because the map was full.
+//! - two overflow counters: namespace or CLOSE_WAIT entries it could not create because the map was full;
+//! - the IPVS client sockets: ESTABLISHED sockets whose remote address is in the `vips` set, which the exporter
+//!   keeps equal to the IPVS TCP virtual services ([`TcpBpf::set_vip`]), with their own overflow counter.
 //!
 //! Sockets that predate the program are counted by the program's TCP iterator, run inside one namespace at a time
 //! ([`TcpBpf::run_in`]): once when the exporter first sees the namespace (seeding: [`TcpBpf::reset_namespace`],
@@ -15,8 +17,9 @@
 //! already needs): it performs the CO-RE relocations against the running kernel's BTF and knows every program and
 //! map type used here (BPF iterators and socket-local storage included).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -28,6 +31,9 @@ pub const OBJECT: &[u8] = include_bytes!("../bpf/tcp_state.bpf.o");
 /// Map bounds, as compiled into the object (`NS_MAX`, `CLOSE_WAIT_MAX` in `tcp_state.bpf.c`).
 pub const NS_MAX: u32 = 8192;
 pub const CLOSE_WAIT_MAX: u32 = 131_072;
+/// Bounds of the IPVS maps (`VIPS_MAX`, `IPVS_CLIENTS_MAX`).
+pub const VIPS_MAX: u32 = 65_536;
+pub const IPVS_CLIENTS_MAX: u32 = 131_072;
 
 /// Number of state slots per namespace (kernel state numbers 1..=12 fit).
 pub const STATES: usize = 16;
@@ -89,6 +95,44 @@ pub struct Overflows {
     pub close_wait: u64,
     /// Sockets whose storage could not be allocated (it is charged to the exporter's memory cgroup).
     pub socket_storage: u64,
+    /// IPVS client sockets the program could not record.
+    pub ipvs_clients: u64,
+}
+
+/// One IPVS client socket: an ESTABLISHED socket whose remote address is a virtual service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpvsClient {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl IpvsClient {
+    /// `struct ipvs_client` in the C file: netns, local port, remote port, local address, remote address.
+    fn parse(v: &[u8]) -> Option<IpvsClient> {
+        let addr = |b: &[u8]| -> Option<IpAddr> {
+            let octets: [u8; 16] = b.try_into().ok()?;
+            Some(crate::sockets::canonical(IpAddr::V6(Ipv6Addr::from(octets))))
+        };
+        let port = |i: usize| Some(u16::from_ne_bytes(v.get(i..i + 2)?.try_into().ok()?));
+        Some(IpvsClient {
+            netns: u32::from_ne_bytes(v.get(0..4)?.try_into().ok()?),
+            local: SocketAddr::new(addr(v.get(8..24)?)?, port(4)?),
+            remote: SocketAddr::new(addr(v.get(24..40)?)?, port(6)?),
+        })
+    }
+}
+
+/// `struct vip_key` in the C file: the address as 16 bytes (IPv4 v4-mapped), the port in host order, padding.
+fn vip_key(vip: SocketAddr) -> [u8; 20] {
+    let octets = match vip.ip() {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(&octets);
+    key[16..18].copy_from_slice(&vip.port().to_ne_bytes());
+    key
 }
 
 /// The loaded, attached program and its maps.
@@ -250,7 +294,43 @@ impl TcpBpf {
         let Some(map) = self.map("globals") else { return Overflows::default() };
         let Ok(Some(v)) = map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY) else { return Overflows::default() };
         let u = |i: usize| v.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes);
-        Overflows { namespaces: u(0), close_wait: u(1), socket_storage: u(2) }
+        let ipvs_clients = self
+            .map("ipvs_full")
+            .and_then(|m| m.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok().flatten())
+            .and_then(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+            .unwrap_or(0);
+        Overflows { namespaces: u(0), close_wait: u(1), socket_storage: u(2), ipvs_clients }
+    }
+
+    /// Adds (`present`) or removes a virtual service of the `vips` set; false when the map refused (full).
+    pub fn set_vip(&self, vip: SocketAddr, present: bool) -> bool {
+        let Some(map) = self.map("vips") else { return false };
+        let key = vip_key(vip);
+        if present { map.update(&key, &[1u8], MapFlags::ANY).is_ok() } else { map.delete(&key).is_ok() }
+    }
+
+    /// The IPVS client sockets of every namespace (those towards virtual services removed since included).
+    pub fn ipvs_clients(&self) -> Vec<IpvsClient> {
+        let Some(map) = self.map("ipvs_clients") else { return Vec::new() };
+        map.keys().filter_map(|k| IpvsClient::parse(&map.lookup(&k, MapFlags::ANY).ok()??)).collect()
+    }
+
+    /// Removes the IPVS client sockets of these namespaces (before a seeding's iterator run records them again).
+    pub fn clear_ipvs_clients(&self, namespaces: &HashSet<u32>) {
+        let Some(map) = self.map("ipvs_clients") else { return };
+        let doomed: Vec<Vec<u8>> = map
+            .keys()
+            .filter(|k| {
+                map.lookup(k, MapFlags::ANY)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
+                    .is_some_and(|ns| namespaces.contains(&ns))
+            })
+            .collect();
+        for k in doomed {
+            let _ = map.delete(&k);
+        }
     }
 
     /// Memory the kernel accounts to the maps (`memlock` of their fdinfo), in bytes. Socket-local storage (about
@@ -289,5 +369,30 @@ mod tests {
         assert!(!NsCounts { generation: 7, ..NsCounts::default() }.is_steady());
         assert!(!NsCounts::default().is_steady());
         assert_eq!(NsCounts::parse(&bytes[..NS_COUNTS_SIZE - 1]), None);
+    }
+
+    /// The layouts of `struct vip_key` and `struct ipvs_client`: IPv4 v4-mapped (and read back as IPv4), ports
+    /// in host order.
+    #[test]
+    fn ipvs_layouts() {
+        let vip: SocketAddr = "10.96.0.1:443".parse().unwrap();
+        let key = vip_key(vip);
+        assert_eq!(&key[..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 96, 0, 1]);
+        assert_eq!(u16::from_ne_bytes([key[16], key[17]]), 443);
+        assert_eq!(&key[18..], &[0, 0]);
+        let v6: SocketAddr = "[fd00::1]:80".parse().unwrap();
+        assert_eq!(vip_key(v6)[..16], "fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+
+        let mut v = Vec::new();
+        v.extend_from_slice(&7u32.to_ne_bytes());
+        v.extend_from_slice(&40000u16.to_ne_bytes());
+        v.extend_from_slice(&443u16.to_ne_bytes());
+        v.extend_from_slice(&"10.0.0.5".parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped().octets());
+        v.extend_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+        let c = IpvsClient::parse(&v).unwrap();
+        assert_eq!(c.netns, 7);
+        assert_eq!(c.local, "10.0.0.5:40000".parse().unwrap());
+        assert_eq!(c.remote, "[fd00::1]:443".parse().unwrap());
+        assert_eq!(IpvsClient::parse(&v[..39]), None);
     }
 }

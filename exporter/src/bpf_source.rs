@@ -1,6 +1,7 @@
 //! The `ebpf` data path of the socket scan (`--collector.tcp.source=ebpf`, and `auto` where BPF is permitted):
 //! per-namespace state counts and CLOSE_WAIT sockets come from the maps of [`crate::bpf`], so a scrape costs
-//! O(namespaces + CLOSE_WAIT sockets), not one walk of the node-wide socket hash per namespace.
+//! O(namespaces + CLOSE_WAIT sockets + IPVS client sockets), not one walk of the node-wide socket hash per
+//! namespace.
 //!
 //! Per namespace and scrape:
 //! - first time seen (or its map entry was re-created, or is not steady): a fresh entry, one run of the program's
@@ -13,7 +14,13 @@
 //! - CLOSE_WAIT sockets: the program's set (a CLOSE_WAIT dump instead, for a namespace whose set may be incomplete
 //!   because that map was full, until its next resync);
 //! - accept queues: a LISTEN-only netlink dump (the listening hash only, not the established one);
-//! - IPVS client sockets: the kernel-filtered dump, as with the netlink source, only when IPVS has TCP services.
+//! - IPVS client sockets (only when IPVS has TCP virtual services): the program's set of ESTABLISHED sockets whose
+//!   remote address is in its `vips` set, which each scrape first makes equal to the virtual services (writing
+//!   only the changes); entries towards services removed since are dropped when read. Where the set may be
+//!   incomplete, the kernel-filtered dump as with the netlink source (a walk), until the namespace's next iterator
+//!   run: after a service was added (connections established before the program knew it are found by the
+//!   iterator, not by events), after the client map was full, or while the `vips` map is full. A seeding clears
+//!   the namespace's entries before its iterator run records them again.
 //!
 //! A namespace whose entry could not be created (namespace map full) is read by the netlink walk instead.
 //! A background thread re-checks one namespace at a time, each once per `--collector.tcp.ebpf-resync-interval`:
@@ -69,6 +76,21 @@ pub struct EbpfSource {
 struct Track {
     ns: HashMap<u32, NsTrack>,
     overflows: Overflows,
+    /// The virtual services in the program's `vips` set.
+    vips: HashSet<SocketAddr>,
+    /// Incremented whenever a virtual service is added to `vips`: an iterator run that started before holds no
+    /// connection to it that was established before it was added.
+    vip_epoch: u64,
+    /// Some virtual service could not be added (`vips` full): no namespace's IPVS client set is complete.
+    vips_failed: bool,
+}
+
+impl Track {
+    /// The namespace's IPVS client sockets are all in the program's set: an iterator run since the last virtual
+    /// service was added, and no overflow since.
+    fn ipvs_complete(&self, t: &NsTrack) -> bool {
+        !self.vips_failed && t.ipvs_epoch == Some(self.vip_epoch)
+    }
 }
 
 struct NsTrack {
@@ -80,6 +102,8 @@ struct NsTrack {
     close_wait_complete: bool,
     /// The program's missed events (node-wide) when the namespace was seeded: more since, and it is seeded again.
     missed: u64,
+    /// `vip_epoch` when the namespace's last iterator run started, if no IPVS client socket was left out since.
+    ipvs_epoch: Option<u64>,
 }
 
 impl EbpfSource {
@@ -127,6 +151,7 @@ impl EbpfSource {
         let mut walks = 0u64;
         let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
         self.note_overflows(&mut track);
+        self.sync_vips(&mut track, &out.virtual_services);
         // Namespaces that are gone: free their entries (and those of namespaces no process is in).
         let present: HashSet<u32> = inodes.iter().map(|&i| i as u32).collect();
         let entries = self.bpf.namespaces();
@@ -150,7 +175,7 @@ impl EbpfSource {
                 .iter()
                 .map(|&i| (inodes[i] as u32, ctx.proc.pid_path(out.namespaces[i].pids[0], "ns/net")))
                 .collect();
-            let results = self.seed(&items);
+            let results = self.seed(&items, track.vip_epoch);
             walks += need.len() as u64;
             for ((&i, (key, _)), r) in need.iter().zip(&items).zip(results) {
                 match r {
@@ -190,6 +215,15 @@ impl EbpfSource {
             v.sort();
             v
         };
+        // IPVS client sockets of every namespace, read once (entries towards services removed since dropped).
+        let mut ipvs_clients: HashMap<u32, Vec<(SocketAddr, SocketAddr)>> = HashMap::new();
+        if !virtual_services.is_empty() {
+            for c in self.bpf.ipvs_clients() {
+                if out.virtual_services.contains(&c.remote) {
+                    ipvs_clients.entry(c.netns).or_default().push((c.local, c.remote));
+                }
+            }
+        }
         for ((i, fd), key) in fds.into_iter().enumerate().zip(inodes.iter().map(|&i| i as u32)) {
             let fd = match fd {
                 Ok(fd) => fd,
@@ -264,7 +298,11 @@ impl EbpfSource {
                     0
                 }
             };
-            if !virtual_services.is_empty() {
+            if !virtual_services.is_empty() && track.ipvs_complete(t) {
+                scan.to_virtual_services = ipvs_clients.remove(&key).unwrap_or_default();
+            } else if !virtual_services.is_empty() {
+                // The set may lack some (map full, a service added since the namespace's last iterator run): the
+                // kernel-filtered dump, until the next run.
                 for chunk in virtual_services.chunks(1500) {
                     walks += 1;
                     let r = sock_diag::dump_tcp_filtered(&fd, TcpState::Established.mask(), chunk, buf, |s| {
@@ -296,22 +334,64 @@ impl EbpfSource {
                 t.close_wait_complete = false;
             }
         }
+        if now.ipvs_clients > track.overflows.ipvs_clients {
+            tracing::warn!(
+                max = crate::bpf::IPVS_CLIENTS_MAX,
+                "tcp: eBPF IPVS client map full; dumping IPVS client sockets until each namespace is resynced"
+            );
+            for t in track.ns.values_mut() {
+                t.ipvs_epoch = None;
+            }
+        }
         if now.namespaces > track.overflows.namespaces {
             tracing::warn!(max = crate::bpf::NS_MAX, "tcp: eBPF namespace map full; walking the namespaces left out");
         }
         track.overflows = now;
     }
 
+    /// Keeps the program's `vips` set equal to the IPVS TCP virtual services (only the changes are written).
+    fn sync_vips(&self, track: &mut Track, virtual_services: &HashSet<SocketAddr>) {
+        let gone: Vec<SocketAddr> = track.vips.difference(virtual_services).copied().collect();
+        for vip in gone {
+            // Connections towards it still in the client set are dropped when read.
+            self.bpf.set_vip(vip, false);
+            track.vips.remove(&vip);
+        }
+        let mut added = false;
+        for vip in virtual_services.difference(&track.vips.clone()) {
+            if self.bpf.set_vip(*vip, true) {
+                track.vips.insert(*vip);
+                added = true;
+            }
+        }
+        if added {
+            track.vip_epoch += 1;
+        }
+        let failed = track.vips.len() != virtual_services.len();
+        if failed && !track.vips_failed {
+            tracing::warn!(
+                max = crate::bpf::VIPS_MAX,
+                "tcp: eBPF virtual service map full; dumping IPVS client sockets in every namespace"
+            );
+        }
+        track.vips_failed = failed;
+    }
+
     /// Seeds each namespace (key, `/proc/<pid>/ns/net`): a fresh entry, one iterator run inside it, then steady.
     /// `Ok(None)`: the entry could not be created or seeded exactly (namespace map full, a socket lost).
-    fn seed(&self, items: &[(u32, PathBuf)]) -> Vec<std::io::Result<Option<NsTrack>>> {
+    /// `vip_epoch`: [`Track::vip_epoch`] now (the `vips` set is in sync).
+    fn seed(&self, items: &[(u32, PathBuf)], vip_epoch: u64) -> Vec<std::io::Result<Option<NsTrack>>> {
         // Read before the entries are reset: a miss from here on re-seeds the namespace at its next resync.
         let missed = self.bpf.missed_events();
         let generations: Vec<Option<u64>> = items.iter().map(|(key, _)| self.bpf.reset_namespace(*key)).collect();
+        // Their IPVS client sockets too (a missed event may have left one behind): the iterator records them again.
+        self.bpf.clear_ipvs_clients(&items.iter().map(|(key, _)| *key).collect());
         let before = self.bpf.overflows();
         let paths: Vec<PathBuf> = items.iter().map(|(_, p)| p.clone()).collect();
         let results = self.bpf.run_in(&paths);
-        let complete = self.bpf.overflows().close_wait == before.close_wait;
+        let after = self.bpf.overflows();
+        let complete = after.close_wait == before.close_wait;
+        let ipvs_epoch = (after.ipvs_clients == before.ipvs_clients).then_some(vip_epoch);
         items
             .iter()
             .zip(generations)
@@ -326,6 +406,7 @@ impl EbpfSource {
                     path: path.clone(),
                     close_wait_complete: complete,
                     missed,
+                    ipvs_epoch,
                 }))
             })
             .collect()
@@ -336,17 +417,17 @@ impl EbpfSource {
     /// events alone, so a missed one cannot be found socket by socket); otherwise the iterator runs in place and
     /// corrects any marked socket counted in the wrong state or not at all.
     fn resync_one(&self) -> bool {
-        let (key, path, reseed) = {
+        let (key, path, reseed, vip_epoch) = {
             let track = self.track.lock().unwrap_or_else(|p| p.into_inner());
             let Some((key, t)) = track.ns.iter().min_by_key(|(_, t)| t.last_sync) else { return false };
-            (*key, t.path.clone(), self.bpf.missed_events() != t.missed)
+            (*key, t.path.clone(), self.bpf.missed_events() != t.missed, track.vip_epoch)
         };
         if reseed {
             // Under the lock, so that a scrape meanwhile neither reads the entry being rebuilt nor seeds it too.
             let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
             let Some(old) = track.ns.get(&key) else { return true };
             let missed = self.bpf.missed_events().saturating_sub(old.missed);
-            let r = self.seed(&[(key, path)]).pop();
+            let r = self.seed(&[(key, path)], track.vip_epoch).pop();
             self.walks.fetch_add(1, Ordering::Relaxed);
             self.resyncs.fetch_add(1, Ordering::Relaxed);
             self.reseeds.fetch_add(1, Ordering::Relaxed);
@@ -387,8 +468,13 @@ impl EbpfSource {
                 tracing::warn!(netns = key, sockets = found, "tcp: eBPF resync corrected sockets counted wrongly");
             }
             t.lost = a.lost;
-            if self.bpf.overflows().close_wait == overflows.close_wait {
+            let now = self.bpf.overflows();
+            if now.close_wait == overflows.close_wait {
                 t.close_wait_complete = true;
+            }
+            // The run recorded every connection towards the services in `vips` when it started.
+            if now.ipvs_clients == overflows.ipvs_clients {
+                t.ipvs_epoch = Some(vip_epoch);
             }
         }
         true

@@ -200,9 +200,12 @@ impl Collector for TcpCollector {
                 ebpf.corrections as f64,
             );
             let o = ebpf.overflows;
-            for (map, n) in
-                [("namespaces", o.namespaces), ("close_wait", o.close_wait), ("socket_storage", o.socket_storage)]
-            {
+            for (map, n) in [
+                ("namespaces", o.namespaces),
+                ("close_wait", o.close_wait),
+                ("socket_storage", o.socket_storage),
+                ("ipvs_clients", o.ipvs_clients),
+            ] {
                 sink.counter("nodesleuth_tcp_ebpf_map_full_total", HELP_MAP_FULL, &[("map", map)], n as f64);
             }
             sink.gauge("nodesleuth_tcp_ebpf_map_memory_bytes", HELP_MAP_MEMORY, &[], ebpf.map_memory as f64);
