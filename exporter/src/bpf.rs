@@ -302,6 +302,18 @@ impl TcpBpf {
         Overflows { namespaces: u(0), close_wait: u(1), socket_storage: u(2), ipvs_clients }
     }
 
+    /// Sets the `vip_ports` bitmap to these ports (bit p: some virtual service has or had port p; the program looks
+    /// nothing up for a connection whose remote port has no bit). Must hold a VIP's port before the VIP is added.
+    pub fn set_vip_ports(&self, ports: &HashSet<u16>) -> bool {
+        let Some(map) = self.map("vip_ports") else { return false };
+        let mut bits = [0u64; 1024];
+        for &p in ports {
+            bits[usize::from(p >> 6)] |= 1 << (p & 63);
+        }
+        let value: Vec<u8> = bits.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        map.update(&0u32.to_ne_bytes(), &value, MapFlags::ANY).is_ok()
+    }
+
     /// Adds (`present`) or removes a virtual service of the `vips` set; false when the map refused (full).
     pub fn set_vip(&self, vip: SocketAddr, present: bool) -> bool {
         let Some(map) = self.map("vips") else { return false };

@@ -83,6 +83,9 @@ struct Track {
     vip_epoch: u64,
     /// Some virtual service could not be added (`vips` full): no namespace's IPVS client set is complete.
     vips_failed: bool,
+    /// The ports in the program's `vip_ports` bitmap: those of every virtual service seen since start (never
+    /// cleared, so that the program removes a connection under the port it recorded it under).
+    vip_ports: HashSet<u16>,
 }
 
 impl Track {
@@ -358,7 +361,20 @@ impl EbpfSource {
             track.vips.remove(&vip);
         }
         let mut added = false;
+        let new_ports: Vec<u16> =
+            virtual_services.iter().map(SocketAddr::port).filter(|p| !track.vip_ports.contains(p)).collect();
+        if !new_ports.is_empty() {
+            let mut ports = track.vip_ports.clone();
+            ports.extend(new_ports);
+            if self.bpf.set_vip_ports(&ports) {
+                track.vip_ports = ports;
+            }
+        }
         for vip in virtual_services.difference(&track.vips.clone()) {
+            // Its port first: the program looks a connection up only when the bit of its remote port is set.
+            if !track.vip_ports.contains(&vip.port()) {
+                continue;
+            }
             if self.bpf.set_vip(*vip, true) {
                 track.vips.insert(*vip);
                 added = true;
