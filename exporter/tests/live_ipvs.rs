@@ -8,7 +8,8 @@
 //!
 //! With the eBPF source the client sockets come from the program's map instead (kept by state changes and by the
 //! seeding iterator): the same answers as the netlink path while connections open and close, with no walk per
-//! steady scrape; a virtual service added after the seeding is dumped (walked) until the iterator ran again.
+//! steady scrape; a virtual service added after the seeding is dumped (walked) until the iterator ran again, and
+//! so is everything while the program's virtual service map is full.
 
 mod util;
 
@@ -293,4 +294,31 @@ fn a_virtual_service_added_after_the_seeding_is_dumped_until_the_iterator_ran_ag
     client.close(&[ports[0]]);
     let m = e.scrape();
     assert_eq!(join(&m, &ns), (3.0, 2.0, 1.0), "{m}\n{}", e.log());
+}
+
+#[test]
+fn a_full_virtual_service_map_falls_back_to_the_dump_without_under_counting() {
+    require_root();
+    let ns = NetNs::new("ipvsfull");
+    util::run("ip", &["-n", &ns.name, "addr", "add", "10.96.0.1/32", "dev", "lo"]);
+    let (client, ports) = DrivenClient::start(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    procfs_view(dir.path(), client.pid(), true, &ports);
+    // 65,536 more TCP services (10.97.0.0/16, port 80) than the program's `vips` map holds (VIPS_MAX 65,536): the
+    // exporter cannot tell which of them the map lacks, so it dumps every namespace, as the netlink source does.
+    let mut table = std::fs::read_to_string(dir.path().join("1/net/ip_vs")).unwrap();
+    for i in 0..65_536u32 {
+        table.push_str(&format!("TCP  0A61{:04X}:0050 rr\n", i));
+    }
+    std::fs::write(dir.path().join("1/net/ip_vs"), table).unwrap();
+    let e = exporter(dir.path(), "ebpf", "1h");
+    let m = e.scrape();
+    assert_eq!(join(&m, &ns), (3.0, 1.0, 1.0), "{}", e.log());
+    assert_eq!(sample(&m, "nodesleuth_tcp_namespaces", &[("source", "ebpf")]), Some(2.0), "{}", e.log());
+    let before = walks(&m);
+    let m = e.scrape();
+    assert_eq!(join(&m, &ns), (3.0, 1.0, 1.0), "{}", e.log());
+    // 65,537 services in chunks of 1,500: 44 filtered dumps per namespace.
+    assert_eq!(walks(&m) - before, 88.0, "{}", e.log());
+    assert!(e.log().contains("virtual service map full"), "{}", e.log());
 }
