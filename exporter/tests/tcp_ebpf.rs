@@ -11,6 +11,7 @@ mod util;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use util::{Exporter, NetNs, require_root, require_tool, samples};
@@ -147,8 +148,18 @@ fn value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     samples(metrics, name, labels).first().map(|(_, v)| *v).unwrap_or_else(|| panic!("no {name} {labels:?}"))
 }
 
+/// The heavy-churn test makes the kernel skip BPF programs on purpose, and the skips hit every loaded program, the
+/// exporters of the other tests here too (a change nested on a CPU where any of them runs): it runs alone, the
+/// others share the lock.
+static CHURN: RwLock<()> = RwLock::new(());
+
+fn beside_other_tests() -> RwLockReadGuard<'static, ()> {
+    CHURN.read().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn ebpf_counts_equal_a_full_walk_in_every_phase() {
+    let _shared = beside_other_tests();
     require_root();
     require_tool("ss");
     let namespaces: Vec<NetNs> = (0..3).map(|i| NetNs::new(&format!("ebpf{i}"))).collect();
@@ -251,6 +262,7 @@ fn bpf_namespaces() -> Vec<u64> {
 
 #[test]
 fn without_bpf_permission_auto_falls_back_to_the_walk_and_says_so_once() {
+    let _shared = beside_other_tests();
     require_root();
     require_tool("setpriv");
     let ns = NetNs::new("ebpfnoperm");
@@ -314,6 +326,7 @@ fn json_port(ready: &str, key: &str) -> String {
 
 #[test]
 fn close_wait_owners_and_accept_queues_from_the_ebpf_source() {
+    let _shared = beside_other_tests();
     require_root();
     let ns = NetNs::new("ebpfowners");
     // One holder before the exporter starts (its CLOSE_WAIT sockets reach the set through the seeding iterator),
@@ -344,6 +357,7 @@ fn close_wait_owners_and_accept_queues_from_the_ebpf_source() {
 
 #[test]
 fn steady_state_scrapes_walk_no_socket_table() {
+    let _shared = beside_other_tests();
     require_root();
     // A namespace without any socket (the program never sees an event there) must be seeded once, not each scrape.
     let empty = NetNs::new("ebpfempty");
@@ -422,6 +436,7 @@ fn ns_entry(map: &str, inode: u64) -> Option<(u64, u64)> {
 
 #[test]
 fn sockets_born_after_the_seeding_are_counted_by_their_events_and_a_reseed_stays_exact() {
+    let _shared = beside_other_tests();
     require_root();
     require_tool("ss");
     require_tool("bpftool");
@@ -492,6 +507,7 @@ fn sockets_born_after_the_seeding_are_counted_by_their_events_and_a_reseed_stays
 
 #[test]
 fn heavy_churn_ends_exact_even_when_the_kernel_skips_the_program() {
+    let _alone = CHURN.write().unwrap_or_else(|p| p.into_inner());
     require_root();
     require_tool("ss");
     let cc = require_tool("cc");
