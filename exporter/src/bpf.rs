@@ -168,6 +168,12 @@ impl TcpBpf {
         self.obj.maps().find(|m| m.name() == name)
     }
 
+    /// Every (key, value) of a hash map, read from user space (an entry deleted meanwhile is skipped).
+    fn entries(&self, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Some(map) = self.map(name) else { return Vec::new() };
+        map.keys().filter_map(|k| Some((k.clone(), map.lookup(&k, MapFlags::ANY).ok()??))).collect()
+    }
+
     /// Runs the seeding/resync iterator once inside each namespace (`/proc/<pid>/ns/net` paths), in order. Each
     /// run counts the namespace's sockets no state change has counted yet and corrects any counted in the wrong
     /// state; it walks the kernel's socket hash once (like one netlink dump).
@@ -273,10 +279,9 @@ impl TcpBpf {
 
     /// The CLOSE_WAIT sockets of every namespace.
     pub fn close_waits(&self) -> Vec<CloseWait> {
-        let Some(map) = self.map("close_waits") else { return Vec::new() };
-        map.keys()
-            .filter_map(|k| {
-                let v = map.lookup(&k, MapFlags::ANY).ok()??;
+        self.entries("close_waits")
+            .into_iter()
+            .filter_map(|(_, v)| {
                 if v.len() < 16 {
                     return None;
                 }
@@ -323,25 +328,17 @@ impl TcpBpf {
 
     /// The IPVS client sockets of every namespace (those towards virtual services removed since included).
     pub fn ipvs_clients(&self) -> Vec<IpvsClient> {
-        let Some(map) = self.map("ipvs_clients") else { return Vec::new() };
-        map.keys().filter_map(|k| IpvsClient::parse(&map.lookup(&k, MapFlags::ANY).ok()??)).collect()
+        self.entries("ipvs_clients").iter().filter_map(|(_, v)| IpvsClient::parse(v)).collect()
     }
 
     /// Removes the IPVS client sockets of these namespaces (before a seeding's iterator run records them again).
     pub fn clear_ipvs_clients(&self, namespaces: &HashSet<u32>) {
         let Some(map) = self.map("ipvs_clients") else { return };
-        let doomed: Vec<Vec<u8>> = map
-            .keys()
-            .filter(|k| {
-                map.lookup(k, MapFlags::ANY)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
-                    .is_some_and(|ns| namespaces.contains(&ns))
-            })
-            .collect();
-        for k in doomed {
-            let _ = map.delete(&k);
+        for (k, v) in self.entries("ipvs_clients") {
+            let netns = v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
+            if netns.is_some_and(|ns| namespaces.contains(&ns)) {
+                let _ = map.delete(&k);
+            }
         }
     }
 
